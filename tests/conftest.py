@@ -1,0 +1,42 @@
+"""Shared offline fixtures: the tiny random Qwen2-Audio checkpoint and the synthetic MCQA dataset, built once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlat.testing import SynthConfig, write_synth_dataset, write_tiny_model
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    cfg = SynthConfig(durations=(30.0, 75.0), videos_per_duration=4, segments_per_video=1, seed=0)
+    return write_synth_dataset(tmp_path_factory.mktemp("synth") / "data", cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    return Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_model_dir):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_model_dir)

@@ -1,0 +1,97 @@
+import json
+import subprocess
+import sys
+
+import soundfile as sf
+
+from vlat.testing import SynthConfig, decode_tone_events, write_synth_dataset
+from vlat.testing.synth_data import TONES, answers_from_sequence
+
+
+def _rows(d):
+    return {split: [json.loads(x) for x in open(d / f"{split}.jsonl")] for split in ("train", "test")}
+
+
+def test_answers_are_recoverable_from_the_audio(synth_dir):
+    rows = _rows(synth_dir)
+    assert rows["train"] and rows["test"]
+    checked = 0
+    by_audio = {}
+    for row in rows["train"] + rows["test"]:
+        by_audio.setdefault(row["audio"], []).append(row)
+    for audio, qs in by_audio.items():
+        wav, sr = sf.read(synth_dir / audio, dtype="float32")
+        assert abs(len(wav) / sr - qs[0]["duration"]) < 1e-3
+        seq = decode_tone_events(wav, sr)
+        answers = answers_from_sequence(seq)
+        assert {q["kind"] for q in qs} == {"first", "last", "middle", "most", "never"}
+        for q in qs:
+            assert len(q["choices"]) == 4 and len(set(q["choices"])) == 4
+            picked = q["choices"][q["answer"]]
+            if q["kind"] == "never":
+                assert picked not in seq
+                assert all(c in seq for i, c in enumerate(q["choices"]) if i != q["answer"])
+            else:
+                assert picked == answers[q["kind"]], (audio, q["kind"])
+            checked += 1
+    assert checked == len(rows["train"]) + len(rows["test"])
+
+
+def test_last_tone_sits_in_the_final_slot(synth_dir):
+    # "spread over the whole duration": the answer to "last" is only audible in the recording's final 5 s
+    row = next(r for r in _rows(synth_dir)["train"] if r["kind"] == "last" and r["duration"] == 75.0)
+    wav, sr = sf.read(synth_dir / row["audio"], dtype="float32")
+    tail = wav[-5 * sr :]
+    assert decode_tone_events(tail, sr) == [row["choices"][row["answer"]]]
+
+
+def test_split_is_by_video(synth_dir):
+    rows = _rows(synth_dir)
+    train_videos = {r["video_id"] for r in rows["train"]}
+    test_videos = {r["video_id"] for r in rows["test"]}
+    assert train_videos and test_videos and not train_videos & test_videos
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    cfg = SynthConfig(durations=(20.0,), videos_per_duration=2, segments_per_video=1, seed=3)
+    a = write_synth_dataset(tmp_path / "a", cfg)
+    b = write_synth_dataset(tmp_path / "b", cfg)
+    c = write_synth_dataset(tmp_path / "c", SynthConfig(durations=(20.0,), videos_per_duration=2, seed=4))
+    for name in ["train.jsonl", "test.jsonl"]:
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    for f in (a / "audio").iterdir():
+        assert f.read_bytes() == (b / "audio" / f.name).read_bytes()
+    assert (a / "train.jsonl").read_bytes() != (c / "train.jsonl").read_bytes()
+
+
+def test_palette_frequencies_are_distinct():
+    assert len(set(TONES.values())) == len(TONES) == 8
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "vlat.testing", *args], capture_output=True, text=True)
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    res = _cli("synth-data", str(tmp_path / "x"), "--durations", "30,-5")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert "-5" in res.stderr and "durations" in res.stderr
+    assert not (tmp_path / "x").exists()
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    for cmd in ("synth-data", "tiny-model"):
+        res = _cli(cmd, str(blocker / "sub"))
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+        assert str(blocker / "sub") in res.stderr
+
+
+def test_existing_output_is_not_overwritten_without_flag(tmp_path):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    res = _cli("synth-data", str(out), "--durations", "20")
+    assert res.returncode == 2 and "overwrite" in res.stderr
+    assert (out / "keep.txt").read_text() == "mine"

@@ -1,0 +1,10 @@
+"""Offline fixtures: a tiny random Qwen2-Audio checkpoint and a synthetic long-audio MCQA dataset.
+
+Both are written to disk in the same formats real users bring (a Hugging Face checkpoint directory, audio files
+plus a JSONL table), so tests exercise the real loading code without any network access.
+"""
+
+from vlat.testing.synth_data import TONES, SynthConfig, decode_tone_events, write_synth_dataset
+from vlat.testing.tiny_model import TinyModelConfig, write_tiny_model
+
+__all__ = ["TONES", "SynthConfig", "TinyModelConfig", "decode_tone_events", "write_synth_dataset", "write_tiny_model"]

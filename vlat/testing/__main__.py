@@ -1,0 +1,59 @@
+"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing synth-data DIR --durations 30,60,120``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vlat.testing.synth_data import SynthConfig, write_synth_dataset
+from vlat.testing.tiny_model import TinyModelConfig, write_tiny_model
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seconds, got {text!r}") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _OneLineParser(prog="python -m vlat.testing", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_OneLineParser)
+    tm = sub.add_parser("tiny-model", help="write a tiny random Qwen2-Audio checkpoint directory")
+    tm.add_argument("dir")
+    tm.add_argument("--seed", type=int, default=0)
+    sd = sub.add_parser("synth-data", help="write a synthetic long-audio MCQA dataset")
+    sd.add_argument("dir")
+    sd.add_argument("--durations", type=_floats, default=SynthConfig.durations, help="seconds, comma-separated")
+    sd.add_argument("--videos-per-duration", type=int, default=SynthConfig.videos_per_duration)
+    sd.add_argument("--segments-per-video", type=int, default=SynthConfig.segments_per_video)
+    sd.add_argument("--test-fraction", type=float, default=SynthConfig.test_fraction)
+    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "tiny-model":
+            out = write_tiny_model(args.dir, TinyModelConfig(seed=args.seed))
+        else:
+            cfg = SynthConfig(
+                durations=args.durations,
+                videos_per_duration=args.videos_per_duration,
+                segments_per_video=args.segments_per_video,
+                test_fraction=args.test_fraction,
+                seed=args.seed,
+            )
+            out = write_synth_dataset(args.dir, cfg, overwrite=args.overwrite)
+    except (ValueError, OSError) as e:
+        print(f"{parser.prog} {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Synthetic long-audio MCQA data in the YODAS2-MCQA layout, answerable from the audio itself.
+
+Each recording is a row of fixed-length *slots* (``slot_seconds`` each) over its whole duration; every slot holds one
+tone burst from a palette of eight named tones over light noise. Five questions per recording (as YODAS2-MCQA has
+five per segment) ask which tone is heard first, last, nearest the middle, most often, and never — so answering
+needs the beginning, the end and a count over the whole recording, and accuracy can be measured per length.
+:func:`decode_tone_events` recovers the slot sequence from the waveform by spectral analysis (used by tests).
+
+Layout written (what :mod:`vlat.data` reads): ``audio/<segment_id>.flac`` (16 kHz mono) plus ``train.jsonl`` and
+``test.jsonl``, one question per line with ``id``, ``video_id``, ``segment_id``, ``audio`` (path relative to the
+table), ``duration``, ``question``, ``choices`` (4 strings), ``answer`` (0-based) and ``kind``. Train and test hold
+disjoint ``video_id`` s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vlat.io import make_staging_dir, publish_dir
+
+TONES: dict[str, float] = {
+    "amber": 350.0,
+    "blue": 500.0,
+    "coral": 700.0,
+    "dune": 950.0,
+    "ember": 1300.0,
+    "fern": 1750.0,
+    "gold": 2300.0,
+    "iris": 3000.0,
+}
+QUESTIONS = {
+    "first": "Which tone is heard first in the recording?",
+    "last": "Which tone is heard last in the recording?",
+    "middle": "Which tone is heard closest to the middle of the recording?",
+    "most": "Which tone is heard most often in the recording?",
+    "never": "Which tone is never heard in the recording?",
+}
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    durations: tuple[float, ...] = (30.0, 60.0, 120.0)  # seconds, one group of videos per duration
+    videos_per_duration: int = 4
+    segments_per_video: int = 2
+    test_fraction: float = 0.25  # share of videos (not questions) held out for test.jsonl
+    slot_seconds: float = 5.0
+    tone_seconds: float = 1.5
+    present_tones: int = 4  # tones used in one recording; the rest are candidates for "never heard"
+    seed: int = 0
+
+    def validate(self) -> None:
+        for d in self.durations:
+            if not d > 0:
+                raise ValueError(f"durations: {d} is not a positive number of seconds")
+            if d < 4 * self.slot_seconds:  # 3 distinct tones + one repeated (a unique "most often")
+                raise ValueError(f"durations: {d} s is shorter than four {self.slot_seconds}-s tone slots")
+        if not self.durations:
+            raise ValueError("durations: give at least one duration")
+        if self.videos_per_duration < 1 or self.segments_per_video < 1:
+            raise ValueError("videos_per_duration and segments_per_video must be >= 1")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction: {self.test_fraction} is outside [0, 1)")
+        if not 0 < self.tone_seconds <= self.slot_seconds:
+            raise ValueError("tone_seconds must be in (0, slot_seconds]")
+
+
+def _slot_sequence(n_slots: int, rng: np.random.Generator, present: int) -> list[str]:
+    """Tone names per slot: one strictly most frequent tone, >= 3 distinct tones (distractors for "never"), and at
+    least one palette tone absent."""
+    names = list(TONES)
+    chosen = [names[i] for i in rng.choice(len(names), size=present, replace=False)]
+    while True:
+        seq = [chosen[i] for i in rng.integers(0, present, size=n_slots)]
+        counts = Counter(seq).most_common()
+        if len(counts) >= min(3, n_slots) and (len(counts) == 1 or counts[0][1] > counts[1][1]):
+            return seq
+
+
+def answers_from_sequence(seq: list[str]) -> dict[str, str | list[str]]:
+    """The correct answer of every question kind, from the slot sequence alone (hand-checkable)."""
+    counts = Counter(seq).most_common()
+    return {
+        "first": seq[0],
+        "last": seq[-1],
+        "middle": seq[(len(seq) - 1) // 2],
+        "most": counts[0][0],
+        "never": sorted(set(TONES) - set(seq)),  # any of these is correct; one is offered
+    }
+
+
+def render_recording(seq: list[str], duration: float, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
+    """Float32 waveform at 16 kHz: one tone burst (10-ms ramps) per slot at a random offset, over white noise."""
+    total = int(round(duration * SAMPLE_RATE))
+    wav = rng.normal(0.0, 0.01, size=total).astype(np.float32)
+    slot = int(cfg.slot_seconds * SAMPLE_RATE)
+    tone_len = int(cfg.tone_seconds * SAMPLE_RATE)
+    t = np.arange(tone_len, dtype=np.float32) / SAMPLE_RATE
+    ramp = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01).astype(np.float32)
+    for i, name in enumerate(seq):
+        start = i * slot + int(rng.integers(0, slot - tone_len + 1))
+        wav[start : start + tone_len] += 0.3 * ramp * np.sin(2 * np.pi * TONES[name] * t, dtype=np.float32)
+    return wav
+
+
+def decode_tone_events(wav: np.ndarray, sample_rate: int, slot_seconds: float = 5.0) -> list[str]:
+    """Recover the tone of every slot from a waveform: the palette frequency with the most spectral energy."""
+    slot = int(round(slot_seconds * sample_rate))
+    names, freqs = list(TONES), np.array(list(TONES.values()))
+    out = []
+    for i in range(len(wav) // slot):
+        seg = wav[i * slot : (i + 1) * slot]
+        spec = np.abs(np.fft.rfft(seg))
+        bins = np.round(freqs * len(seg) / sample_rate).astype(int)
+        energy = [spec[max(b - 3, 0) : b + 4].sum() for b in bins]
+        out.append(names[int(np.argmax(energy))])
+    return out
+
+
+def _questions(seq: list[str], rng: np.random.Generator) -> list[tuple[str, str, list[str], int]]:
+    answers = answers_from_sequence(seq)
+    present = sorted(set(seq))
+    out = []
+    for kind, text in QUESTIONS.items():
+        if kind == "never":
+            correct = str(rng.choice(answers["never"]))
+            pool = present
+        else:
+            correct = answers[kind]
+            pool = [n for n in TONES if n != correct]
+        distractors = [str(x) for x in rng.choice(pool, size=3, replace=False)]
+        choices = [correct, *distractors]
+        order = rng.permutation(4)
+        choices = [choices[i] for i in order]
+        out.append((kind, text, choices, int(np.where(order == 0)[0][0])))
+    return out
+
+
+def write_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = False) -> Path:
+    """Generate the dataset into ``out_dir`` (assembled beside it, then renamed into place). Deterministic per seed."""
+    import soundfile as sf
+
+    cfg.validate()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (pass overwrite to replace it)")
+    tmp = make_staging_dir(out)
+    try:
+        (tmp / "audio").mkdir()
+        rng = np.random.default_rng(cfg.seed)
+        rows: dict[str, list[dict]] = {"train": [], "test": []}
+        for d_idx, duration in enumerate(cfg.durations):
+            n_test = int(round(cfg.videos_per_duration * cfg.test_fraction))
+            for v in range(cfg.videos_per_duration):
+                video_id = f"d{d_idx}v{v:03d}"
+                split = "test" if v < n_test else "train"
+                for s in range(cfg.segments_per_video):
+                    seg_id = f"{video_id}s{s:02d}"
+                    seq = _slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones)
+                    wav = render_recording(seq, duration, cfg, rng)
+                    sf.write(tmp / "audio" / f"{seg_id}.flac", wav, SAMPLE_RATE, subtype="PCM_16")
+                    for q, (kind, text, choices, answer) in enumerate(_questions(seq, rng)):
+                        rows[split].append(
+                            {
+                                "id": f"{seg_id}q{q}",
+                                "video_id": video_id,
+                                "segment_id": seg_id,
+                                "audio": f"audio/{seg_id}.flac",
+                                "duration": float(duration),
+                                "question": text,
+                                "choices": choices,
+                                "answer": answer,
+                                "kind": kind,
+                            }
+                        )
+        for split, split_rows in rows.items():
+            with open(tmp / f"{split}.jsonl", "w") as f:
+                for row in split_rows:
+                    f.write(json.dumps(row) + "\n")
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

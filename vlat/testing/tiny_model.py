@@ -1,0 +1,151 @@
+"""A complete, randomly initialised Qwen2-Audio checkpoint of tiny size, built offline.
+
+The directory loads with the stock ``Qwen2AudioForConditionalGeneration.from_pretrained`` and
+``AutoProcessor.from_pretrained`` — the code path real users take with ``Qwen/Qwen2-Audio-7B-Instruct``.
+Only sizes differ from the published config: the architecture classes, the 128-bin Whisper feature extractor,
+the 30-s / 3000-frame audio window (750 audio tokens) and the special tokens are the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vlat.io import make_staging_dir, publish_dir
+
+# Qwen2-Audio's special tokens, in the order they get ids after the byte vocabulary.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
+
+# Qwen2-Audio-Instruct's chat template: system / user / assistant turns; each audio item renders as
+# "Audio N: <|audio_bos|><|AUDIO|><|audio_eos|>" (the processor then expands <|AUDIO|> to one token per frame).
+CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Sizes of the tiny model. Defaults keep a forward over 10 minutes of audio (15,000 tokens) cheap on CPU."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 16
+    intermediate_size: int = 128
+    audio_d_model: int = 32
+    audio_layers: int = 2
+    audio_heads: int = 2
+    audio_ffn: int = 64
+    max_position_embeddings: int = 8192  # as Qwen2-Audio-7B
+    rope_theta: float = 10000.0
+    seed: int = 0
+
+
+def build_tokenizer():
+    """A byte-level BPE Qwen2 tokenizer (256 byte tokens, no merges) plus the Qwen2-Audio special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_chars = bytes_to_unicode()
+    vocab = {byte_chars[b]: i for i, b in enumerate(sorted(byte_chars))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = Qwen2Tokenizer(
+        tokenizer_object=backend,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        model_max_length=32768,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tokenizer.add_special_tokens({"pad_token": SPECIAL_TOKENS[0]})
+    return tokenizer
+
+
+def build_tiny_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
+    """Random-weight ``Qwen2AudioForConditionalGeneration`` with the given sizes and the tokenizer's special ids."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration, Qwen2Config
+
+    vocab_size = len(tokenizer)
+    text = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    audio = Qwen2AudioEncoderConfig(
+        num_mel_bins=128,
+        encoder_layers=cfg.audio_layers,
+        encoder_attention_heads=cfg.audio_heads,
+        encoder_ffn_dim=cfg.audio_ffn,
+        d_model=cfg.audio_d_model,
+        max_source_positions=1500,  # 3000 mel frames = 30 s, as the real encoder
+    )
+    config = Qwen2AudioConfig(
+        audio_config=audio,
+        text_config=text,
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    torch.manual_seed(cfg.seed)
+    model = Qwen2AudioForConditionalGeneration(config)
+    model.generation_config.eos_token_id = text.eos_token_id
+    model.generation_config.pad_token_id = text.pad_token_id
+    return model
+
+
+def build_processor(tokenizer):
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    feature_extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30, hop_length=160)
+    return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def write_tiny_model(out_dir: str | os.PathLike, cfg: TinyModelConfig = TinyModelConfig()) -> Path:
+    """Write the tiny checkpoint (weights, configs, tokenizer, processor) to ``out_dir`` atomically.
+
+    The directory is assembled next to its destination and renamed into place, so an interrupted run never
+    leaves a half-written checkpoint behind. An existing directory is replaced.
+    """
+    out = Path(out_dir)
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(tokenizer, cfg)
+    processor = build_processor(tokenizer)
+    tmp = make_staging_dir(out)
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
