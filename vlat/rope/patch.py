@@ -1,0 +1,136 @@
+"""Install the audio-only RoPE on a stock Hugging Face Qwen2-Audio model, at one seam.
+
+The seam is ``Qwen2AudioModel.language_model.rotary_emb``: it is swapped for :class:`AudioRotaryEmbedding`, and a
+forward pre-hook on the ``Qwen2AudioModel`` (the only place that still sees ``input_ids``) prepares that call's
+position plan from the token layout. Nothing else of the stock classes changes.
+
+Per call, the hook:
+- makes the attention mask and raw positions explicit (raw position = real tokens before it, so left and right
+  padding both work; transformers would otherwise infer packed sequences from non-consecutive positions);
+- finds the audio runs (``audio_token_id`` tokens) and computes warped positions / per-sample factors;
+- continues a cached sequence from the state stored *on the KV cache object* of that sequence (total shift and
+  audio-token count), so ``generate()`` and prefix reuse are exact and nothing leaks between calls or batches.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from vlat.rope.config import AudioRopeConfig
+from vlat.rope.embedding import AudioRotaryEmbedding, RopePlan, temperature_scale
+from vlat.rope.positions import raw_positions, warp_positions, whole_factor
+
+_HOOKS_ATTR = "_vlat_rope_hooks"
+_STATE_ATTR = "_vlat_rope_state"
+
+
+def find_audio_model(model: nn.Module) -> nn.Module:
+    """The ``Qwen2AudioModel`` inside ``model`` (a ``Qwen2AudioForConditionalGeneration``, a PEFT wrapper, ...)."""
+    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
+
+    for module in model.modules():
+        if isinstance(module, Qwen2AudioModel):
+            return module
+    raise TypeError(f"model: expected a Qwen2-Audio model (or a PEFT wrapper of one), got {type(model).__name__}")
+
+
+def apply_audio_rope(model: nn.Module, cfg: AudioRopeConfig) -> nn.Module:
+    """Configure the audio-only RoPE of ``model`` in place and return it. ``vanilla`` restores stock behaviour.
+
+    Calling it again reconfigures; patches never stack.
+    """
+    audio_model = find_audio_model(model)
+    lm = audio_model.language_model
+    text_config = lm.config
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+    cfg.check_head_dim(head_dim)
+
+    for handle in getattr(audio_model, _HOOKS_ATTR, ()):
+        handle.remove()
+    setattr(audio_model, _HOOKS_ATTR, ())
+    current = lm.rotary_emb
+    stock = current.stock if isinstance(current, AudioRotaryEmbedding) else current
+    if cfg.method == "vanilla":
+        lm.rotary_emb = stock
+        return model
+
+    rotary = AudioRotaryEmbedding(stock, text_config, cfg)
+    lm.rotary_emb = rotary
+    audio_token_id = audio_model.config.audio_token_id
+    pre = audio_model.register_forward_pre_hook(partial(_before_forward, rotary, audio_token_id), with_kwargs=True)
+    post = audio_model.register_forward_hook(partial(_after_forward, rotary), with_kwargs=True)
+    setattr(audio_model, _HOOKS_ATTR, (pre, post))
+    return model
+
+
+def installed_rope(model: nn.Module) -> AudioRotaryEmbedding | None:
+    rotary = find_audio_model(model).language_model.rotary_emb
+    return rotary if isinstance(rotary, AudioRotaryEmbedding) else None
+
+
+def current_config(model: nn.Module) -> AudioRopeConfig:
+    rotary = installed_rope(model)
+    return rotary.cfg if rotary is not None else AudioRopeConfig(method="vanilla")
+
+
+def set_virtual_audio_tokens(model: nn.Module, virtual_audio_tokens: int | None) -> None:
+    """VLAT: map every audio run onto ``virtual_audio_tokens`` positions (None = back to inference behaviour)."""
+    rotary = installed_rope(model)
+    if rotary is None:
+        if virtual_audio_tokens is None:
+            return
+        raise ValueError("virtual_audio_tokens: install a non-vanilla method with apply_audio_rope first")
+    rotary.cfg = rotary.cfg.with_virtual(virtual_audio_tokens)
+    rotary.reset_cache()
+
+
+def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, args, kwargs):
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    embeds = kwargs.get("inputs_embeds")
+    ref = input_ids if input_ids is not None else embeds
+    bsz, seqlen = ref.shape[:2]
+    device = ref.device
+    past = kwargs.get("past_key_values")
+    past_len = past.get_seq_length() if past is not None else 0
+
+    attention_mask = kwargs.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones(bsz, past_len + seqlen, dtype=torch.long, device=device)
+        kwargs["attention_mask"] = attention_mask
+    position_ids = kwargs.get("position_ids")
+    if position_ids is None:
+        position_ids = raw_positions(attention_mask)[:, -seqlen:]
+        kwargs["position_ids"] = position_ids
+
+    if input_ids is not None:
+        audio = (input_ids == audio_token_id) & (attention_mask[:, -seqlen:] != 0)
+    else:  # a continuation given as embeddings carries no audio tokens of its own
+        audio = torch.zeros(bsz, seqlen, dtype=torch.bool, device=device)
+    prior = getattr(past, _STATE_ATTR, None) if past is not None else None
+    prior_shift, prior_audio = prior if prior is not None else (torch.zeros(bsz, device=device),) * 2
+
+    cfg = rotary.cfg
+    if cfg.method.startswith("whole"):
+        total_audio = prior_audio + audio.sum(-1)
+        factor = whole_factor(total_audio, cfg.span, clamp=cfg.virtual_audio_tokens is None)
+        rotary.plan = RopePlan(factor=factor)
+        state = (prior_shift, total_audio)
+    else:
+        warped = warp_positions(audio, position_ids, cfg.span, warp_all=cfg.virtual_audio_tokens is not None)
+        positions = warped.positions + prior_shift[:, None]
+        rotary.plan = RopePlan(positions=positions, scale=temperature_scale(warped.warped_audio, cfg.temperature))
+        state = (prior_shift + warped.shift, prior_audio + audio.sum(-1))
+    rotary.plan_shape = (bsz, seqlen)
+    rotary.pending_state = state
+    return args, kwargs
+
+
+def _after_forward(rotary: AudioRotaryEmbedding, module, args, kwargs, output):
+    state, rotary.pending_state, rotary.plan = rotary.pending_state, None, None
+    cache = getattr(output, "past_key_values", None)
+    if cache is not None and state is not None:
+        setattr(cache, _STATE_ATTR, state)
+    return output
