@@ -7,7 +7,14 @@
 """
 
 from vlat.rope.config import METHODS, AudioRopeConfig
-from vlat.rope.patch import apply_audio_rope, current_config, find_audio_model, set_virtual_audio_tokens
+from vlat.rope.patch import (
+    apply_audio_rope,
+    current_config,
+    find_audio_model,
+    largest_positions,
+    set_virtual_audio_tokens,
+    warn_if_beyond_context,
+)
 from vlat.rope.positions import raw_positions, warp_positions, whole_factor
 
 __all__ = [
@@ -16,6 +23,8 @@ __all__ = [
     "apply_audio_rope",
     "current_config",
     "find_audio_model",
+    "largest_positions",
+    "warn_if_beyond_context",
     "raw_positions",
     "set_virtual_audio_tokens",
     "warp_positions",

@@ -14,6 +14,7 @@ Per call, the hook:
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import torch
@@ -134,3 +135,34 @@ def _after_forward(rotary: AudioRotaryEmbedding, module, args, kwargs, output):
     if cache is not None and state is not None:
         setattr(cache, _STATE_ATTR, state)
     return output
+
+
+def largest_positions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Largest position each row reaches under the model's active method (what RoPE sees), (B,)."""
+    audio_model = find_audio_model(model)
+    cfg = current_config(model)
+    raw = raw_positions(attention_mask)
+    real = attention_mask != 0
+    audio = (input_ids == audio_model.config.audio_token_id) & real
+    if cfg.method == "vanilla":
+        pos = raw.float()
+    elif cfg.method.startswith("whole"):
+        factor = whole_factor(audio.sum(-1), cfg.span, clamp=cfg.virtual_audio_tokens is None)
+        pos = raw.float() / factor[:, None]
+    else:
+        pos = warp_positions(audio, raw, cfg.span, warp_all=cfg.virtual_audio_tokens is not None).positions
+    return pos.masked_fill(~real, float("-inf")).amax(-1)
+
+
+def warn_if_beyond_context(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
+    """Warn (not fail: the paper evaluates exactly this) when a row's positions pass ``max_position_embeddings``."""
+    limit = find_audio_model(model).language_model.config.max_position_embeddings
+    top = float(largest_positions(model, input_ids, attention_mask).max())
+    if top >= limit:
+        warnings.warn(
+            f"sequence reaches position {top:.0f} under {current_config(model).method} RoPE, beyond the text model's "
+            f"max_position_embeddings={limit}; quality may degrade (consider partial_pi or whole_yarn)",
+            stacklevel=2,
+        )
+        return True
+    return False

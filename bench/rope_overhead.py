@@ -1,0 +1,93 @@
+"""Forward-time overhead of the audio-only RoPE: partial_yarn / vanilla and whole_yarn / vanilla, same input.
+
+Interleaved repeats in one process; the figure is the median of per-round ratios.
+
+    python bench/rope_overhead.py                    # tiny model, 15,000 audio tokens (10 min of Qwen2-Audio audio)
+    python bench/rope_overhead.py --model DIR        # any Qwen2-Audio checkpoint directory
+    python bench/rope_overhead.py --tiny             # smoke test (small input, 2 rounds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median, timed, write_results  # noqa: E402
+
+from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
+
+METHODS = {
+    "vanilla": AudioRopeConfig("vanilla"),
+    "partial_yarn": AudioRopeConfig("partial_yarn", original_audio_tokens=750, cutoff_dim=4, temperature=1.2),
+    "whole_yarn": AudioRopeConfig("whole_yarn", original_audio_tokens=750),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="checkpoint directory (default: a freshly written tiny model)")
+    ap.add_argument("--audio-tokens", type=int, default=15000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--tiny", action="store_true", help="smoke run: 1,500 audio tokens, 2 rounds")
+    args = ap.parse_args()
+    if args.tiny:
+        args.audio_tokens, args.rounds = 1500, 2
+
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from vlat.testing import write_tiny_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.model or write_tiny_model(Path(tmp) / "tiny")
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+    aid = model.config.audio_token_index
+    windows = -(-args.audio_tokens // 750)
+    ids = torch.tensor([[11] * 40 + [aid] * args.audio_tokens + [12] * 200], device=device)
+    fmask = torch.zeros(windows, 3000, dtype=torch.long, device=device)
+    for w in range(windows):
+        fmask[w, : 4 * min(750, args.audio_tokens - 750 * w)] = 1
+    inputs = dict(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        input_features=torch.randn(windows, 128, 3000, device=device, dtype=dtype),
+        feature_attention_mask=fmask,
+    )
+
+    def run(cfg):
+        apply_audio_rope(model, cfg)
+        with torch.no_grad():
+            model(**inputs)
+
+    for cfg in METHODS.values():  # warm-up
+        run(cfg)
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    for _ in range(args.rounds):
+        for name, cfg in METHODS.items():
+            times[name].append(timed(lambda cfg=cfg: run(cfg)))
+    ratios = {
+        name: median([t / v for t, v in zip(times[name], times["vanilla"], strict=True)])
+        for name in ("partial_yarn", "whole_yarn")
+    }
+    write_results(
+        "rope_overhead" + ("_tiny" if args.tiny else ""),
+        {
+            "audio_tokens": args.audio_tokens,
+            "sequence_tokens": ids.shape[1],
+            "rounds": args.rounds,
+            "model": str(args.model or "tiny"),
+            "seconds": times,
+            "median_seconds": {k: median(v) for k, v in times.items()},
+        },
+        {"rope_overhead_whole_yarn": ratios["whole_yarn"], "rope_overhead_partial_yarn": ratios["partial_yarn"]},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Long-audio loading and 30-second windowing for Qwen2-Audio.
+
+The stock processor pads/truncates every audio item to one 30-s window (3000 mel frames), and the encoder rejects
+anything else. Here a recording of any length is decoded (soundfile), downmixed, resampled (soxr) and split into
+consecutive windows of the feature extractor's own ``chunk_length``; each window becomes one row of
+``input_features`` with its true length in ``feature_attention_mask``, so a 75-s file gives 750 + 750 + 375 tokens.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from vlat.errors import BadSampleError
+
+AudioSource = Any  # str | PathLike | bytes | (array, rate) | {"bytes": ..., "path": ...} (datasets Audio(decode=False))
+SAMPLE_RATE = 16000
+
+
+def _describe(src: AudioSource, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(src, str | os.PathLike):
+        return str(src)
+    if isinstance(src, dict) and src.get("path"):
+        return str(src["path"])
+    return f"<{type(src).__name__} audio>"
+
+
+def load_audio(
+    src: AudioSource, sampling_rate: int = SAMPLE_RATE, *, max_seconds: float | None = None, name: str | None = None
+) -> np.ndarray:
+    """Decode ``src`` to a float32 mono waveform at ``sampling_rate``.
+
+    Accepts a path (any format soundfile reads: wav, flac, ogg, mp3), encoded bytes, an ``(array, rate)`` pair
+    (array ``(samples,)`` or ``(samples, channels)``), or a ``datasets`` audio dict with ``bytes`` or ``path``.
+    Raises :class:`BadSampleError` naming the file for unreadable, empty, NaN or over-long audio.
+    """
+    label = _describe(src, name)
+    if isinstance(src, dict):
+        src = src.get("bytes") or src.get("path")
+        if src is None:
+            raise BadSampleError(label, "missing_audio", "audio entry has neither bytes nor path")
+    if isinstance(src, tuple):
+        data, rate = np.asarray(src[0]), int(src[1])
+    else:
+        handle = io.BytesIO(src) if isinstance(src, bytes | bytearray) else Path(src)
+        if isinstance(handle, Path) and not handle.is_file():
+            raise BadSampleError(label, "missing_audio", "audio file not found")
+        try:
+            data, rate = sf.read(handle, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+            raise BadSampleError(label, "corrupt_audio", f"cannot decode audio ({e})") from e
+    data = data.astype(np.float32, copy=False)
+    if data.ndim == 2:
+        data = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if data.ndim != 1:
+        raise BadSampleError(label, "corrupt_audio", f"expected (samples,) or (samples, channels), got {data.shape}")
+    if data.size == 0:
+        raise BadSampleError(label, "empty_audio", "audio has zero samples")
+    if not np.isfinite(data).all():
+        raise BadSampleError(label, "nan_audio", "audio contains NaN or infinite samples")
+    if max_seconds is not None and data.size / rate > max_seconds:
+        raise BadSampleError(
+            label, "too_long", f"audio is {data.size / rate:.1f} s, over max_audio_seconds={max_seconds}"
+        )
+    if rate != sampling_rate:
+        data = soxr.resample(data, rate, sampling_rate, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(data)
+
+
+def audio_tokens_for_frames(frames: torch.Tensor | int) -> torch.Tensor:
+    """Audio tokens the Qwen2-Audio encoder emits for ``frames`` mel frames (the model's own length formula)."""
+    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+
+    frames = torch.as_tensor(frames)
+    return Qwen2AudioEncoder._get_feat_extract_output_lengths(None, frames)[1]
+
+
+def tokens_per_second(feature_extractor) -> float:
+    """Audio tokens per second of audio (25 on Qwen2-Audio: 750 tokens per 30-s window)."""
+    return float(audio_tokens_for_frames(feature_extractor.nb_max_frames)) / feature_extractor.chunk_length
+
+
+def seconds_to_tokens(seconds: float, feature_extractor) -> int:
+    """Convert a window given in seconds (CLI/YAML convenience) to audio tokens, e.g. 30 s -> 750."""
+    return int(round(seconds * tokens_per_second(feature_extractor)))
+
+
+def featurize(audio: np.ndarray, feature_extractor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``audio`` into consecutive windows and compute log-mel features.
+
+    Returns ``input_features`` (W, mel, frames) and ``feature_attention_mask`` (W, frames) where each window is
+    padded to the extractor's full window and the mask marks its true length.
+    """
+    window = feature_extractor.n_samples  # chunk_length * sampling_rate
+    n_windows = max(1, math.ceil(len(audio) / window))
+    windows = [audio[i * window : (i + 1) * window] for i in range(n_windows)]
+    out = feature_extractor(
+        windows,
+        sampling_rate=feature_extractor.sampling_rate,
+        padding="max_length",
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    return out["input_features"], out["attention_mask"].long()
