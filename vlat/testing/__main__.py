@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlat.testing.synth_data import SynthConfig, write_synth_dataset
+from vlat.testing.synth_data import SynthConfig, write_smoke_fixtures, write_synth_dataset
 from vlat.testing.tiny_model import TinyModelConfig, write_tiny_model
 
 
@@ -35,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("--test-fraction", type=float, default=SynthConfig.test_fraction)
     sd.add_argument("--seed", type=int, default=0)
     sd.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
+    sm = sub.add_parser("smoke", help="write DIR/tiny-model and DIR/synth-data (what configs/smoke.yaml uses)")
+    sm.add_argument("dir", nargs="?", default=".smoke")
     args = parser.parse_args(argv)
     try:
-        if args.cmd == "tiny-model":
+        if args.cmd == "smoke":
+            out = write_smoke_fixtures(args.dir)
+        elif args.cmd == "tiny-model":
             out = write_tiny_model(args.dir, TinyModelConfig(seed=args.seed))
         else:
             cfg = SynthConfig(

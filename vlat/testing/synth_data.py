@@ -189,3 +189,18 @@ def write_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConf
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+SMOKE_DATA = SynthConfig(durations=(30.0, 60.0, 120.0), videos_per_duration=6, segments_per_video=2, seed=0)
+
+
+def write_smoke_fixtures(root: str | os.PathLike = ".smoke") -> Path:
+    """``root/tiny-model`` and ``root/synth-data`` for ``configs/smoke.yaml``; existing ones are kept."""
+    from vlat.testing.tiny_model import write_tiny_model
+
+    root = Path(root)
+    if not (root / "tiny-model" / "config.json").exists():
+        write_tiny_model(root / "tiny-model")
+    if not (root / "synth-data" / "train.jsonl").exists():
+        write_synth_dataset(root / "synth-data", SMOKE_DATA, overwrite=True)
+    return root

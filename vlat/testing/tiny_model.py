@@ -55,6 +55,9 @@ class TinyModelConfig:
     audio_ffn: int = 64
     max_position_embeddings: int = 8192  # as Qwen2-Audio-7B
     rope_theta: float = 10000.0
+    # init scale of the text model: 0.02 (the real one) leaves a frozen random LM head with logits too flat for
+    # LoRA to move in a smoke run (after the final RMSNorm, |logit| <= sqrt(hidden) * |lm_head row| ~ 1.3)
+    initializer_range: float = 0.1
     seed: int = 0
 
 
@@ -98,6 +101,7 @@ def build_tiny_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
         max_position_embeddings=cfg.max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         rms_norm_eps=1e-5,
+        initializer_range=cfg.initializer_range,
         tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),

@@ -1,0 +1,57 @@
+from collections import Counter
+
+import pytest
+import torch
+
+from vlat.vlat_callback import VirtualLongformCallback, strategy_factors
+
+
+@pytest.mark.parametrize(
+    "strategy,expected",
+    [("default", [1, 5, 10, 15, 20, 25]), ("limited", [1, 5, 10]), ("fixed", [20])],
+)
+def test_discrete_strategies_are_uniform_over_their_sets(strategy, expected):
+    cb = VirtualLongformCallback(strategy, seed=1)
+    n = 6000
+    counts = Counter(cb.draw() for _ in range(n))
+    assert sorted(counts) == [float(x) for x in expected]
+    for value in counts.values():  # uniform: each within 5 standard deviations of n / k
+        k = len(expected)
+        sd = (n * (1 / k) * (1 - 1 / k)) ** 0.5
+        assert abs(value - n / k) < 5 * sd + 1e-9
+
+
+@pytest.mark.parametrize("strategy,points", [("dense", 100), ("very_dense", 1000)])
+def test_dense_strategies(strategy, points):
+    factors = strategy_factors(strategy)
+    assert len(factors) == points and factors[0] == 1.0 and factors[-1] == 25.0
+    steps = torch.tensor(factors, dtype=torch.float64).diff()
+    torch.testing.assert_close(steps, torch.full_like(steps, 24 / (points - 1)), atol=1e-9, rtol=0)
+    cb = VirtualLongformCallback(strategy, seed=0)
+    draws = [cb.draw() for _ in range(20000)]
+    assert set(draws) <= set(factors)
+    assert abs(sum(draws) / len(draws) - 13.0) < 0.3  # mean of a uniform grid on [1, 25]
+    assert len(set(draws)) > 0.9 * points
+
+
+def test_custom_and_invalid():
+    cb = VirtualLongformCallback("custom", factors=[2, 3.5], seed=0)
+    assert {cb.draw() for _ in range(200)} == {2.0, 3.5}
+    with pytest.raises(ValueError, match="factors"):
+        VirtualLongformCallback("custom", factors=[])
+    with pytest.raises(ValueError, match="factors"):
+        VirtualLongformCallback("default", factors=[2.0])
+    with pytest.raises(ValueError, match="strategy"):
+        VirtualLongformCallback("wide")
+
+
+def test_same_seed_same_sequence_and_state_restores():
+    a, b = VirtualLongformCallback("dense", seed=7), VirtualLongformCallback("dense", seed=7)
+    seq_a = [a.draw() for _ in range(50)]
+    assert seq_a == [b.draw() for _ in range(50)]
+    assert seq_a != [VirtualLongformCallback("dense", seed=8).draw() for _ in range(50)]
+    state = a.state_dict()
+    rest = [a.draw() for _ in range(30)]
+    c = VirtualLongformCallback("dense", seed=123)
+    c.load_state_dict(state)
+    assert [c.draw() for _ in range(30)] == rest

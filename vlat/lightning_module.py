@@ -1,0 +1,183 @@
+"""The LightningModule of VLAT fine-tuning: Qwen2-Audio + LoRA on the language model + an audio RoPE method."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics.classification import MulticlassAccuracy
+
+from vlat.audio import seconds_to_tokens
+from vlat.collate import model_inputs, padded_fraction
+from vlat.model_loading import LoraTargets, add_lora, load_model, load_processor
+from vlat.prompts import N_OPTIONS
+from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope
+from vlat.scoring import option_token_ids, predict_logits
+
+
+class VLATModule(L.LightningModule):
+    """LoRA fine-tuning of Qwen2-Audio for long-audio MCQA (arXiv 2510.15231, §5.2, §6; Appendix D.1 defaults).
+
+    Args:
+        model_name_or_path: hub id or local checkpoint directory.
+        dtype: ``auto`` (bf16 on a bf16-capable GPU, else fp32), ``bfloat16``, ``float16`` or ``float32``.
+        attn_implementation: ``auto`` (flash_attention_2 when flash-attn and CUDA are present, else sdpa), ``eager``,
+            ``sdpa`` or ``flash_attention_2``.
+        lora_targets: ``q`` or ``qkvo`` projections of the language model.
+        lora_rank, lora_alpha, lora_dropout: LoRA settings (paper: 8, 16, 0.05).
+        rope_method: audio RoPE used in training and validation (``vanilla``, ``partial_pi``, ``partial_yarn``,
+            ``whole_pi``, ``whole_yarn``); VLAT needs a partial method.
+        original_audio_seconds: the familiar audio window in seconds (30 s = 750 tokens on Qwen2-Audio).
+        cutoff_dim, temperature: Partial YaRN settings (only with ``partial_yarn``).
+        gradient_checkpointing: non-reentrant activation checkpointing for long sequences.
+        learning_rate, weight_decay: AdamW settings (paper: 5e-5).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "Qwen/Qwen2-Audio-7B-Instruct",
+        dtype: str = "auto",
+        attn_implementation: str = "auto",
+        lora_targets: LoraTargets = "qkvo",
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        rope_method: str = "partial_pi",
+        original_audio_seconds: float = 30.0,
+        cutoff_dim: int = 0,
+        temperature: float = 1.0,
+        gradient_checkpointing: bool = False,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        if rope_method not in METHODS:
+            raise ValueError(f"rope_method: {rope_method!r} is not one of {', '.join(METHODS)}")
+        if not original_audio_seconds > 0:
+            raise ValueError(f"original_audio_seconds: {original_audio_seconds} must be > 0")
+        self.save_hyperparameters()
+        self.strict_loading = False  # checkpoints hold the LoRA weights only
+        self.model = None
+        self.processor = None
+        self.val_acc = torch.nn.ModuleDict()
+        self.skipped: Counter = Counter()
+        self._data_pass = 0
+        self._t0 = None
+
+    # -- model --------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        hp = self.hparams
+        self.processor = load_processor(hp.model_name_or_path)
+        model = load_model(hp.model_name_or_path, hp.dtype, hp.attn_implementation)
+        model.requires_grad_(False)
+        if hp.gradient_checkpointing:
+            model.config.use_cache = False
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        model = add_lora(model, hp.lora_targets, hp.lora_rank, hp.lora_alpha, hp.lora_dropout)
+        rope = AudioRopeConfig(
+            method=hp.rope_method,
+            original_audio_tokens=seconds_to_tokens(hp.original_audio_seconds, self.processor.feature_extractor),
+            cutoff_dim=hp.cutoff_dim,
+            temperature=hp.temperature,
+        )
+        self.model = apply_audio_rope(model, rope)
+        self.model.train()  # LoRA dropout active; the frozen audio tower has no dropout (rate 0)
+        self.audio_token_id = model.config.audio_token_index if hasattr(model, "config") else None
+        self.option_ids = option_token_ids(self.processor.tokenizer)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
+
+    # -- training -----------------------------------------------------------------------------------------------
+    def _count_skipped(self, batch: dict) -> None:
+        self.skipped.update(batch.get("skipped") or {})
+        pass_idx = batch.get("data_pass", self._data_pass)
+        if pass_idx != self._data_pass:
+            self._summarize_skipped(f"data pass {self._data_pass}")
+            self._data_pass = pass_idx
+
+    def _summarize_skipped(self, where: str) -> None:
+        if self.skipped:
+            detail = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items()))
+            rank_zero_info(f"[vlat] skipped {sum(self.skipped.values())} bad samples in {where} ({detail})")
+        self.skipped.clear()
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._t0 = time.perf_counter()
+
+    def training_step(self, batch: dict, batch_idx: int):
+        self._count_skipped(batch)
+        self.log("data/skipped_total", float(sum(self.skipped.values())), on_step=True, batch_size=1)
+        if batch.get("n", 0) == 0:
+            return None
+        out = self.model(**model_inputs(batch))
+        loss = out.loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}: stopping; checkpoints "
+                "already written are intact (lower the learning rate or check the batch's audio)"
+            )
+        bsz = batch["n"]
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=bsz)
+        self.log("train/padded_fraction", padded_fraction(batch["attention_mask"]), on_step=True, batch_size=bsz)
+        self._audio_tokens = int((batch["input_ids"] == self.audio_token_id).sum())
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # a non-finite gradient must never reach the weights (checkpoints only ever hold finite LoRA weights)
+        for name, p in self.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise FloatingPointError(
+                    f"non-finite gradient in {name} at global step {self.global_step}: stopping before the update; "
+                    "checkpoints already written are intact"
+                )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self._t0 is not None and batch.get("n", 0):
+            elapsed = time.perf_counter() - self._t0
+            self.log("train/audio_tokens_per_s", self._audio_tokens / max(elapsed, 1e-9), on_step=True, batch_size=1)
+
+    def on_train_epoch_end(self) -> None:
+        self._summarize_skipped(f"epoch {self.current_epoch}")
+
+    # -- validation: logits scoring, accuracy per duration bucket --------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._count_skipped(batch)
+        if batch.get("n", 0) == 0:
+            return
+        preds = predict_logits(self.model, batch, self.option_ids)
+        for pred, answer, bucket in zip(preds, batch["answer"], batch["bucket"], strict=True):
+            key = f"{bucket:g}min".replace(".", "_")
+            if key not in self.val_acc:
+                self.val_acc[key] = MulticlassAccuracy(num_classes=N_OPTIONS, average="micro").to(self.device)
+            self.val_acc[key].update(
+                torch.tensor([pred.choice], device=self.device), torch.tensor([answer], device=self.device)
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        for key, metric in self.val_acc.items():
+            self.log(f"val/acc_{key}", metric.compute(), sync_dist=True)
+            metric.reset()
+        self._summarize_skipped("validation")
+
+    # -- checkpoints: LoRA weights + RNG only ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["vlat_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["vlat_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("vlat_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])

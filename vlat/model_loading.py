@@ -1,0 +1,57 @@
+"""Loading Qwen2-Audio (hub id or local directory) and wrapping its language model with LoRA."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+import torch
+
+LoraTargets = Literal["q", "qkvo"]
+LORA_TARGET_REGEX = {
+    # the audio tower's attention also has q_proj/k_proj/v_proj: restrict to the language model
+    "q": r".*language_model.*\.q_proj",
+    "qkvo": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
+}
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    except KeyError:
+        raise ValueError(f"dtype: {dtype!r} is not one of auto, bfloat16, float16, float32") from None
+
+
+def resolve_attn(attn_implementation: str) -> str:
+    if attn_implementation == "auto":
+        flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+        return "flash_attention_2" if flash else "sdpa"
+    if attn_implementation not in ("eager", "sdpa", "flash_attention_2"):
+        raise ValueError(f"attn_implementation: {attn_implementation!r} is not auto, eager, sdpa or flash_attention_2")
+    return attn_implementation
+
+
+def load_model(name_or_path: str, dtype: str = "auto", attn_implementation: str = "auto"):
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    return Qwen2AudioForConditionalGeneration.from_pretrained(
+        name_or_path, dtype=resolve_dtype(dtype), attn_implementation=resolve_attn(attn_implementation)
+    )
+
+
+def load_processor(name_or_path: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(name_or_path)
+
+
+def add_lora(model, targets: LoraTargets = "qkvo", rank: int = 8, alpha: int = 16, dropout: float = 0.05):
+    """PEFT LoRA on the language model's attention projections only; every other weight frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    if targets not in LORA_TARGET_REGEX:
+        raise ValueError(f"lora_targets: {targets!r} is not one of {', '.join(LORA_TARGET_REGEX)}")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGET_REGEX[targets])
+    return get_peft_model(model, config)

@@ -1,0 +1,86 @@
+"""Virtual Longform Audio Training (arXiv 2510.15231, §6.1; sampling strategies of Appendix E.1).
+
+Before every training batch a virtual factor f is drawn and every audio run of the batch is mapped onto
+``f x original_audio_tokens`` positions (Partial YaRN used as positional augmentation). Validation, test and
+prediction run with no virtual length. Draws come from a seeded generator advanced once per training batch, so they
+are identical on every DDP rank and its state is saved in and restored from checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+
+from vlat.rope import current_config, set_virtual_audio_tokens
+
+Strategy = Literal["default", "dense", "very_dense", "limited", "fixed", "custom"]
+
+
+def strategy_factors(strategy: Strategy, factors: list[float] | None = None) -> list[float]:
+    """The discrete set a strategy samples uniformly from (Appendix E.1)."""
+    if strategy == "custom":
+        if not factors or any(not f > 0 for f in factors):
+            raise ValueError(f"factors: custom strategy needs a non-empty list of positive factors, got {factors}")
+        return [float(f) for f in factors]
+    if factors is not None:
+        raise ValueError(f"factors: only the custom strategy takes a list (strategy is {strategy!r})")
+    table = {
+        "default": [1.0, 5.0, 10.0, 15.0, 20.0, 25.0],
+        "dense": torch.linspace(1, 25, 100, dtype=torch.float64).tolist(),
+        "very_dense": torch.linspace(1, 25, 1000, dtype=torch.float64).tolist(),
+        "limited": [1.0, 5.0, 10.0],
+        "fixed": [20.0],
+    }
+    if strategy not in table:
+        raise ValueError(f"strategy: {strategy!r} is not one of default, dense, very_dense, limited, fixed, custom")
+    return table[strategy]
+
+
+class VirtualLongformCallback(L.Callback):
+    """Samples the virtual audio length of each training batch.
+
+    Args:
+        strategy: ``default`` {1,5,10,15,20,25}, ``dense`` (100 points on [1, 25]), ``very_dense`` (1000 points),
+            ``limited`` {1,5,10}, ``fixed`` (always 20), or ``custom`` (``factors``).
+        factors: the factor list of the ``custom`` strategy.
+        seed: seed of the factor sequence.
+    """
+
+    def __init__(self, strategy: Strategy = "default", factors: list[float] | None = None, seed: int = 0):
+        self.strategy = strategy
+        self.factors = strategy_factors(strategy, factors)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.draws = 0
+        self.last_factor: float | None = None
+
+    def draw(self) -> float:
+        idx = int(torch.randint(len(self.factors), (1,), generator=self.generator))
+        self.draws += 1
+        return self.factors[idx]
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        cfg = current_config(pl_module.model)
+        if cfg.method == "vanilla":
+            raise ValueError("rope_method: VLAT needs an audio RoPE method (partial_pi / partial_yarn), not vanilla")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        f = self.draw()
+        original = current_config(pl_module.model).original_audio_tokens
+        set_virtual_audio_tokens(pl_module.model, max(1, round(f * original)))
+        self.last_factor = f
+        pl_module.log("vlat/virtual_factor", f, on_step=True, on_epoch=False, batch_size=1)
+
+    def _clear(self, trainer, pl_module) -> None:
+        set_virtual_audio_tokens(pl_module.model, None)
+
+    on_validation_start = on_test_start = on_predict_start = on_train_end = _clear
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "draws": self.draws, "strategy": self.strategy}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.draws = state["draws"]
