@@ -66,6 +66,7 @@ class VLATModule(L.LightningModule):
         self.skipped: Counter = Counter()
         self._data_pass = 0
         self._t0 = None
+        self._resume_rng = None
 
     # -- model --------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -110,6 +111,11 @@ class VLATModule(L.LightningModule):
         self.skipped.clear()
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self._resume_rng is not None:  # applied here: creating the DataLoader iterator consumes RNG after restore
+            torch.set_rng_state(self._resume_rng["torch"])
+            if "cuda" in self._resume_rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._resume_rng["cuda"])
+            self._resume_rng = None
         self._t0 = time.perf_counter()
 
     def training_step(self, batch: dict, batch_idx: int):
@@ -176,8 +182,4 @@ class VLATModule(L.LightningModule):
             checkpoint["vlat_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        rng = checkpoint.get("vlat_rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+        self._resume_rng = checkpoint.get("vlat_rng")  # dropout masks continue exactly (see on_train_batch_start)

@@ -1,0 +1,181 @@
+"""train.py end to end on the tiny offline model + synthetic data: files written, loss, resume, DDP, configs."""
+
+import glob
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(tmp_path, tiny_model_dir, synth_dir, **overrides):
+    cfg = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    run = tmp_path / "run"
+    cfg["trainer"].update(default_root_dir=str(run), log_every_n_steps=1, limit_val_batches=2)
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
+    ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("AdapterCheckpoint"))
+    ckpt["init_args"]["dirpath"] = str(run / "checkpoints")
+    cfg["model"]["model_name_or_path"] = str(tiny_model_dir)
+    cfg["data"].update(source=str(synth_dir), num_workers=0, val_lengths=[0.5, 1.0])
+    for dotted, value in overrides.items():
+        *path, key = dotted.split(".")
+        node = cfg
+        for p in path:
+            node = node[int(p)] if p.isdigit() else node[p]
+        node[key] = value
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, run
+
+
+def train(config, *extra, check=True):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if check:
+        assert res.returncode == 0, res.stderr[-4000:]
+    return res
+
+
+def scalars(run, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for d in sorted(glob.glob(str(run / "tb" / "version_*"))):
+        ea = EventAccumulator(d)
+        ea.Reload()
+        if tag in ea.Tags()["scalars"]:
+            out.update({e.step: e.value for e in ea.Scalars(tag)})
+    return out
+
+
+def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_dir, synth_dir):
+    config, run = write_config(
+        tmp_path,
+        tiny_model_dir,
+        synth_dir,
+        **{
+            "trainer.max_steps": 24,
+            "trainer.val_check_interval": 12,
+            "model.learning_rate": 0.02,
+            "trainer.callbacks.1.init_args.every_n_train_steps": 12,
+        },
+    )
+    train(config)
+    factors = scalars(run, "vlat/virtual_factor")
+    assert len(factors) == 24 and set(factors.values()) <= {1.0, 5.0, 10.0, 15.0, 20.0, 25.0}
+    assert len(set(factors.values())) > 2
+    loss = [v for _, v in sorted(scalars(run, "train/loss").items())]
+    assert len(loss) == 24 and sum(loss[-4:]) / 4 < sum(loss[:4]) / 4 - 0.3, loss
+    assert scalars(run, "val/acc_0_5min") and scalars(run, "val/acc_1min")
+    assert scalars(run, "train/audio_tokens_per_s") and scalars(run, "lr-AdamW")
+    assert (run / "tb" / "version_0" / "config.yaml").exists() or list(run.rglob("config.yaml"))
+
+    # checkpoints hold LoRA weights only; the PEFT adapter beside them loads onto the stock base model
+    ckpt = torch.load(run / "checkpoints" / "epoch=0-step=24.ckpt", weights_only=False)
+    assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
+    adapter = run / "checkpoints" / "epoch=0-step=24-adapter"
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    from peft import PeftModel
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    peft_model = PeftModel.from_pretrained(Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir), adapter)
+    lora = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+    assert lora and not any("audio_tower" in n for n in lora)
+    assert {n.split(".")[-4] for n in lora if "lora_A" in n} == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    by_suffix = {k.split("language_model.", 1)[1]: v for k, v in ckpt["state_dict"].items()}
+    for name, p in lora.items():
+        torch.testing.assert_close(p.detach(), by_suffix[name.split("language_model.", 1)[1]])
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, synth_dir):
+    common = {"trainer.limit_val_batches": 0, "trainer.callbacks.1.init_args.every_n_train_steps": 3}
+    full_cfg, full_run = write_config(tmp_path / "a", tiny_model_dir, synth_dir, **common, **{"trainer.max_steps": 6})
+    train(full_cfg)
+    cut_cfg, cut_run = write_config(tmp_path / "b", tiny_model_dir, synth_dir, **common, **{"trainer.max_steps": 3})
+    train(cut_cfg)
+    train(cut_cfg, "--trainer.max_steps", "6", "--ckpt_path", str(cut_run / "checkpoints" / "last.ckpt"))
+    full, resumed = scalars(full_run, "train/loss"), scalars(cut_run, "train/loss")
+    assert sorted(full) == sorted(resumed) == list(range(6))
+    for step in (3, 4, 5):
+        assert abs(full[step] - resumed[step]) < 1e-5, (step, full[step], resumed[step])
+    assert scalars(full_run, "vlat/virtual_factor") == scalars(cut_run, "vlat/virtual_factor")
+
+
+def test_non_finite_loss_stops_with_clear_error(tmp_path, tiny_model_dir, synth_dir):
+    config, run = write_config(
+        tmp_path,
+        tiny_model_dir,
+        synth_dir,
+        **{
+            "trainer.max_steps": 6,
+            "trainer.limit_val_batches": 0,
+            "model.learning_rate": 1e30,
+            "trainer.gradient_clip_val": None,
+            "trainer.callbacks.1.init_args.every_n_train_steps": 1,
+        },
+    )
+    res = train(config, check=False)
+    assert res.returncode != 0 and "non-finite" in res.stderr
+    kept = sorted(run.glob("checkpoints/epoch=0-step=*.ckpt"))
+    assert kept, "the checkpoint written before the failure must remain"
+    for path in kept:  # every checkpoint written is complete and finite
+        state = torch.load(path, weights_only=False)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_two_process_ddp_on_cpu(tmp_path, tiny_model_dir, synth_dir):
+    config, run = write_config(
+        tmp_path,
+        tiny_model_dir,
+        synth_dir,
+        **{
+            "trainer.max_steps": 3,
+            "trainer.limit_val_batches": 0,
+            "trainer.devices": 2,
+            "trainer.strategy": "ddp",
+            "trainer.callbacks.1.init_args.every_n_train_steps": 3,
+        },
+    )
+    res = train(config)
+    out = res.stderr + res.stdout
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out and "distributed_backend=gloo" in out
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3 and ckpt["YODAS2MCQADataModule"]["plans_consumed"] == 3
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses(config, tmp_path, monkeypatch):
+    from vlat.cli import VLATCLI
+    from vlat.data import YODAS2MCQADataModule
+    from vlat.lightning_module import VLATModule
+    from vlat.vlat_callback import VirtualLongformCallback
+
+    monkeypatch.chdir(tmp_path)
+    cli = VLATCLI(
+        VLATModule,
+        YODAS2MCQADataModule,
+        run=False,
+        args=["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.devices", "1"],
+    )
+    assert cli.model.hparams.model_name_or_path == cli.datamodule.hparams.model_name_or_path
+    vlat = [c for c in cli.trainer.callbacks if isinstance(c, VirtualLongformCallback)]
+    name = config.stem
+    if name.startswith("vlat_"):
+        assert len(vlat) == 1 and vlat[0].strategy == name.removeprefix("vlat_")
+    elif name == "vanilla_ft":
+        assert not vlat and cli.model.hparams.rope_method == "vanilla"
+    text = config.read_text()
+    for line in text.splitlines():  # every key is commented
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "- class_path", "class_path", "init_args")) and ":" in stripped:
+            if not stripped.endswith(":"):
+                assert "#" in stripped, f"{config.name}: uncommented key: {stripped}"
