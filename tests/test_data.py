@@ -133,3 +133,13 @@ def test_validation_batches_are_left_padded_with_prefix(synth_dir, processor):
     b = next(iter(_stream(processor, synth_dir, split="test", train=False, batch_size=3)))
     assert "labels" not in b and bool(b["attention_mask"][:, -1].all())
     assert processor.tokenizer.decode(b["input_ids"][0, -1:]) == "("
+
+
+def test_parquet_source(synth_dir, processor, tmp_path):
+    import pandas as pd
+
+    d = tmp_path / "pq"
+    shutil.copytree(synth_dir / "audio", d / "audio")
+    pd.read_json(synth_dir / "test.jsonl", lines=True).to_parquet(d / "test.parquet")
+    ids = [i for b in _stream(processor, d, split="test", train=False) for i in b["id"]]
+    assert sorted(ids) == sorted(r["id"] for r in _rows(synth_dir, "test"))

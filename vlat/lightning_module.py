@@ -76,11 +76,15 @@ class VLATModule(L.LightningModule):
         self.processor = load_processor(hp.model_name_or_path)
         model = load_model(hp.model_name_or_path, hp.dtype, hp.attn_implementation)
         model.requires_grad_(False)
-        if hp.gradient_checkpointing:
-            model.config.use_cache = False
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
         model = add_lora(model, hp.lora_targets, hp.lora_rank, hp.lora_alpha, hp.lora_dropout)
+        if hp.gradient_checkpointing:
+            # transformers hooks every input-embedding layer to require grad, the audio tower's conv1 included,
+            # which makes the frozen encoder build a full autograd graph. Non-reentrant checkpointing needs no
+            # input gradients: drop those hooks so the tower and projector run graph-free (as under no_grad).
+            base = model.base_model.model
+            base.config.use_cache = False
+            base.activation_checkpointing_enable({"use_reentrant": False})
+            base.disable_input_require_grads()
         rope = AudioRopeConfig(
             method=hp.rope_method,
             original_audio_tokens=seconds_to_tokens(hp.original_audio_seconds, self.processor.feature_extractor),
