@@ -44,6 +44,49 @@ def validate_mcqa(question, options, answer, name: str) -> None:
         raise BadSampleError(name, "bad_answer", f"answer index {answer!r} is outside 0..{N_OPTIONS - 1}")
 
 
+_QUESTION_SLOT = "\x00QUESTION\x00"
+
+
+def mcqa_prompt_ids(
+    processor,
+    n_audio: int,
+    question: str,
+    options: Sequence[str],
+    assistant_prefix: str = "",
+    instruction: str = INSTRUCTION,
+) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt, split into the recording's shared *prefix* (chat header, the n audio tokens and the
+    instruction) and the question's *suffix* (question, options, assistant header, ``assistant_prefix``).
+
+    Every question about one recording shares the prefix, so evaluation can encode it once and reuse its KV cache;
+    :func:`build_mcqa_example` uses the same split, so both paths see identical tokens.
+    """
+    tok = processor.tokenizer
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {
+            "role": "user",
+            "content": [
+                {"type": "audio", "audio": "audio"},
+                {"type": "text", "text": f"{instruction}\n\n{_QUESTION_SLOT}"},
+            ],
+        },
+    ]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    before, sep, after = text.partition(processor.audio_token)
+    if not sep or processor.audio_token in after or after.count(_QUESTION_SLOT) != 1:
+        raise ValueError("chat template must render exactly one audio placeholder and one user text per recording")
+    head, tail = after.split(_QUESTION_SLOT)
+    audio_id = tok.convert_tokens_to_ids(processor.audio_token)
+    prefix = [
+        *tok(before, add_special_tokens=False).input_ids,
+        *([audio_id] * n_audio),
+        *tok(head, add_special_tokens=False).input_ids,
+    ]
+    suffix = tok(format_question(question, options) + tail + assistant_prefix, add_special_tokens=False).input_ids
+    return prefix, suffix
+
+
 def build_mcqa_example(
     processor,
     audio: AudioSource | np.ndarray,
@@ -75,21 +118,8 @@ def build_mcqa_example(
     features, feature_mask = featurize(wav, fe)
     n_audio = int(audio_tokens_for_frames(feature_mask.sum(-1)).sum())
 
-    user_text = f"{instruction}\n\n{format_question(question, options)}"
-    messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": [{"type": "audio", "audio": name}, {"type": "text", "text": user_text}]},
-    ]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    before, sep, after = text.partition(processor.audio_token)
-    if not sep or processor.audio_token in after:
-        raise ValueError("chat template must render exactly one audio placeholder per recording")
-    audio_id = tok.convert_tokens_to_ids(processor.audio_token)
-    prompt = [
-        *tok(before, add_special_tokens=False).input_ids,
-        *([audio_id] * n_audio),
-        *tok(after + assistant_prefix, add_special_tokens=False).input_ids,
-    ]
+    prefix, suffix = mcqa_prompt_ids(processor, n_audio, question, options, assistant_prefix, instruction)
+    prompt = prefix + suffix
     target = []
     if answer is not None:
         target = tok(format_answer(options, int(answer)) + tok.eos_token, add_special_tokens=False).input_ids

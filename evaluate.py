@@ -1,0 +1,122 @@
+"""Evaluate Qwen2-Audio (+ LoRA adapters) on long-audio MCQA under several RoPE methods and audio lengths.
+
+    python evaluate.py --model Qwen/Qwen2-Audio-7B-Instruct --adapter runs/vlat_default/checkpoints/last.ckpt \\
+        --data yophis/yodas2-mcqa --methods vanilla,partial_pi --lengths 1,2,5,10 --output results/vlat_default
+
+Writes results.json, results.csv, results.md (paper layout) and predictions.jsonl into --output, all at the end.
+Options can also come from a YAML file (--config eval.yaml, keys = option names with underscores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+
+def _csv(cast):
+    def parse(text: str):
+        try:
+            return [cast(x) for x in str(text).split(",") if x.strip()]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from e
+
+    return parse
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with any of these options")
+    p.add_argument("--model", help="base model: hub id or local directory")
+    p.add_argument("--adapter", action="append", default=[], help="PEFT adapter dir or .ckpt; LABEL=PATH; repeatable")
+    p.add_argument("--data", help="hub dataset id, local directory or table file")
+    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--methods",
+        type=_csv(str),
+        default=["vanilla", "partial_pi"],
+        help="comma-separated: vanilla, partial_pi, partial_yarn, whole_pi, whole_yarn",
+    )
+    p.add_argument("--original-audio-seconds", type=float, default=30.0, help="familiar window (30 s; 120 = observed)")
+    p.add_argument("--cutoff-dim", type=int, default=0, help="Partial YaRN cutoff (partial_yarn only)")
+    p.add_argument("--temperature", type=float, default=1.0, help="Partial YaRN temperature (partial_yarn only)")
+    p.add_argument("--lengths", type=_csv(float), default=[1.0, 2.0, 5.0, 10.0], help="buckets in minutes (0.5 ok)")
+    p.add_argument("--scoring", choices=["logits", "generate"], default="logits")
+    p.add_argument("--max-questions", type=int, default=None, help="stop after this many questions (quick checks)")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--attn-implementation", default="auto")
+    p.add_argument("--output", help="output directory")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        try:
+            conf = yaml.safe_load(open(args.config)) or {}
+        except OSError as e:
+            parser.error(f"--config {args.config}: {e.strerror}")
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(conf) - known)
+        if unknown:
+            parser.error(f"--config {args.config}: unknown keys {unknown}")
+        for key in ("methods", "lengths"):
+            if isinstance(conf.get(key), str | int | float):
+                conf[key] = parser._option_string_actions[f"--{key}"].type(str(conf[key]))
+        if isinstance(conf.get("adapter"), str):
+            conf["adapter"] = [conf["adapter"]]
+        parser.set_defaults(**conf)
+        args = parser.parse_args(argv)
+    for required in ("model", "data", "output"):
+        if not getattr(args, required):
+            parser.error(f"--{required} is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from vlat.evaluation import EvalInputError, EvalSpec, Evaluator, write_outputs
+
+    spec = EvalSpec(
+        model=args.model,
+        data=args.data,
+        adapters=args.adapter,
+        split=args.split,
+        methods=args.methods,
+        original_audio_seconds=args.original_audio_seconds,
+        cutoff_dim=args.cutoff_dim,
+        temperature=args.temperature,
+        lengths=args.lengths,
+        scoring=args.scoring,
+        max_questions=args.max_questions,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
+    )
+    try:
+        evaluator = Evaluator(spec)
+    except (EvalInputError, OSError) as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
+    preds, rows = evaluator.run(progress=not args.no_progress)
+    meta = {
+        "spec": {k: v for k, v in vars(args).items() if k != "no_progress"},
+        "skipped_questions": evaluator.skipped_questions,
+    }
+    out = write_outputs(args.output, rows, preds, meta)
+    from vlat.evaluation import markdown_table
+
+    print(markdown_table(rows), end="")
+    print(f"wrote {out}/results.json, results.csv, results.md, predictions.jsonl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

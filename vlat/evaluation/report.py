@@ -1,0 +1,49 @@
+"""Evaluation outputs: results.json, results.csv, results.md (paper layout), predictions.jsonl — all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+from vlat.io import make_staging_dir
+
+FIELDS = ["adapter", "method", "length_min", "questions", "accuracy", "unparsable", "audio_tokens_mean"]
+
+
+def markdown_table(rows: list[dict], value=lambda r: f"{100 * r['accuracy']:.2f}") -> str:
+    """Rows = adapters (training method/strategy), columns = lengths, one column group per inference method."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lengths = sorted({r["length_min"] for r in rows})
+    adapters = list(dict.fromkeys(r["adapter"] for r in rows))
+    cell = {(r["adapter"], r["method"], r["length_min"]): r for r in rows}
+    head = ["model"] + [f"{m} · {length:g} min" for m in methods for length in lengths]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for a in adapters:
+        vals = [value(cell[(a, m, length)]) if (a, m, length) in cell else "–" for m in methods for length in lengths]
+        lines.append("| " + " | ".join([a, *vals]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out_dir: str | os.PathLike, rows: list[dict], preds: list[dict], meta: dict) -> Path:
+    """Write every file to a staging directory first, then move them into ``out_dir`` together."""
+    out = Path(out_dir)
+    tmp = make_staging_dir(out)
+    try:
+        (tmp / "results.json").write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        (tmp / "results.csv").write_text(buf.getvalue())
+        (tmp / "results.md").write_text("Accuracy (%)\n\n" + markdown_table(rows))
+        (tmp / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+        out.mkdir(parents=True, exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,230 @@
+"""Evaluation over adapters x RoPE methods x length buckets (the paper's Tables 1, 2, 4, 6)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vlat.audio import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens
+from vlat.checkpointing import adapter_dir_for
+from vlat.collate import MCQACollator
+from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize, open_rows
+from vlat.errors import BadSampleError
+from vlat.evaluation.prefix import encode_audio, score_questions
+from vlat.model_loading import load_model, load_processor
+from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
+from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, warn_if_beyond_context
+from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate
+
+
+class EvalInputError(ValueError):
+    """Bad evaluation input (missing adapter, wrong base model, unusable dataset): reported in one line."""
+
+
+@dataclass
+class EvalSpec:
+    model: str
+    data: str
+    adapters: list[str] = field(default_factory=list)  # DIR, .ckpt, or LABEL=PATH
+    split: str = "test"
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "partial_pi"])
+    original_audio_seconds: float = 30.0
+    cutoff_dim: int = 0
+    temperature: float = 1.0
+    lengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0])
+    scoring: str = "logits"
+    max_questions: int | None = None
+    dtype: str = "auto"
+    attn_implementation: str = "auto"
+    columns: ColumnMapping = field(default_factory=ColumnMapping)
+
+
+def resolve_adapters(entries: list[str]) -> list[tuple[str, Path]]:
+    """``DIR``, ``X.ckpt`` (its ``X-adapter/``) or ``LABEL=PATH`` -> (label, adapter dir); errors name the path."""
+    out = []
+    for entry in entries:
+        label, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        p = Path(path)
+        if p.suffix == ".ckpt":
+            p = adapter_dir_for(p)
+        if not (p / "adapter_config.json").exists():
+            raise EvalInputError(f"--adapter {entry}: no PEFT adapter at {p} (expected adapter_config.json)")
+        if not label:  # runs/<run>/checkpoints/<name>-adapter -> "<run>/<name>"
+            label = (
+                f"{p.parent.parent.name}/{p.name.removesuffix('-adapter')}"
+                if p.parent.name == "checkpoints"
+                else p.name
+            )
+        out.append((label, p))
+    labels = [label for label, _ in out]
+    if len(set(labels)) != len(labels):
+        raise EvalInputError(f"--adapter: labels must be unique, got {labels} (use LABEL=PATH)")
+    return out
+
+
+def rope_config(method: str, spec: EvalSpec, tokens: int) -> AudioRopeConfig:
+    if method == "partial_yarn":
+        return AudioRopeConfig(method, tokens, cutoff_dim=spec.cutoff_dim, temperature=spec.temperature)
+    return AudioRopeConfig(method, tokens)
+
+
+def load_records(spec: EvalSpec) -> tuple[dict[str, list[Record]], int]:
+    """Records grouped by recording (in first-seen order) within the requested length buckets; bad rows counted."""
+    try:
+        rows, base = open_rows(spec.data, spec.split, spec.columns.audio)
+    except (FileNotFoundError, ValueError) as e:
+        raise EvalInputError(f"--data {spec.data}: {e}") from e
+    groups: dict[str, list[Record]] = defaultdict(list)
+    bad, n = 0, 0
+    for i, row in enumerate(rows):
+        try:
+            rec = normalize(row, spec.columns, base)
+        except BadSampleError as e:
+            if i == 0 and e.reason == "missing_field":
+                raise EvalInputError(f"--data {spec.data}: {e.detail}") from e
+            bad += 1
+            continue
+        if spec.max_questions is not None and n >= spec.max_questions:
+            break
+        key = json.dumps(rec.audio, sort_keys=True, default=str) if not isinstance(rec.audio, str) else rec.audio
+        groups[key].append(rec)
+        n += 1
+    return dict(groups), bad
+
+
+class Evaluator:
+    def __init__(self, spec: EvalSpec):
+        bad = [m for m in spec.methods if m not in METHODS]
+        if bad:
+            raise EvalInputError(f"--methods: {bad} not in {', '.join(METHODS)}")
+        if spec.scoring not in ("logits", "generate"):
+            raise EvalInputError(f"--scoring: {spec.scoring!r} is not logits or generate")
+        if not spec.lengths or any(not x > 0 for x in spec.lengths):
+            raise EvalInputError(f"--lengths: {spec.lengths} must be positive minutes")
+        for m in spec.methods:  # validate method settings before any heavy work
+            try:
+                rope_config(m, spec, 1)
+            except ValueError as e:
+                raise EvalInputError(f"--methods {m}: {e}") from e
+        self.spec = spec
+        self.adapters = resolve_adapters(spec.adapters)
+        self.groups, self.bad_rows = load_records(spec)
+        if not self.groups:
+            raise EvalInputError(f"--data {spec.data}: no usable questions in split {spec.split!r}")
+        self.processor = load_processor(spec.model)
+        model = load_model(spec.model, spec.dtype, spec.attn_implementation)
+        if self.adapters:
+            model = self._attach_adapters(model)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.option_ids = option_token_ids(self.processor.tokenizer)
+        self.tokens = seconds_to_tokens(spec.original_audio_seconds, self.processor.feature_extractor)
+
+    def _attach_adapters(self, model):
+        from peft import PeftModel
+
+        peft_model = None
+        for label, path in self.adapters:
+            try:
+                if peft_model is None:
+                    peft_model = PeftModel.from_pretrained(model, path, adapter_name=label)
+                else:
+                    peft_model.load_adapter(path, adapter_name=label)
+            except (RuntimeError, ValueError, KeyError) as e:
+                msg = str(e).strip().splitlines()[0][:200]
+                raise EvalInputError(f"--adapter {path}: does not fit model {self.spec.model} ({msg})") from e
+        return peft_model
+
+    def _variants(self):
+        if not self.adapters:
+            yield "base"
+            return
+        for label, _ in self.adapters:
+            self.model.set_adapter(label)
+            yield label
+
+    def run(self, progress: bool = True) -> tuple[list[dict], list[dict]]:
+        """Returns (per-question predictions, aggregated rows)."""
+        spec, preds = self.spec, []
+        skipped = 0
+        total = sum(len(g) for g in self.groups.values())
+        bar = tqdm(total=total, unit="q", desc="evaluate", disable=not progress)
+        for recs in self.groups.values():
+            first = recs[0]
+            try:
+                wav = load_audio(first.audio, self.processor.feature_extractor.sampling_rate, name=first.id)
+            except BadSampleError as e:
+                skipped += len(recs)
+                bar.write(f"skipping {e}")
+                bar.update(len(recs))
+                continue
+            feats, fmask = featurize(wav, self.processor.feature_extractor)
+            n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
+            bucket = nearest_bucket(first.duration, spec.lengths)
+            embeds = encode_audio(self.model, feats, fmask) if spec.scoring == "logits" else None
+            for variant in self._variants():
+                for method in spec.methods:
+                    apply_audio_rope(self.model, rope_config(method, spec, self.tokens))
+                    choices = self._score(recs, wav, n_audio, embeds)
+                    for rec, (choice, text) in zip(recs, choices, strict=True):
+                        preds.append(
+                            {
+                                "adapter": variant,
+                                "method": method,
+                                "length": bucket,
+                                "id": rec.id,
+                                "answer": rec.answer,
+                                "prediction": choice,
+                                "correct": choice == rec.answer,
+                                "unparsable": choice is None,
+                                "audio_tokens": n_audio,
+                                "reply": text,
+                            }
+                        )
+            bar.update(len(recs))
+        bar.close()
+        self.skipped_questions = skipped + self.bad_rows
+        return preds, aggregate(preds)
+
+    def _score(self, recs: list[Record], wav, n_audio: int, embeds) -> list[tuple[int | None, str]]:
+        proc = self.processor
+        if self.spec.scoring == "logits":
+            parts = [mcqa_prompt_ids(proc, n_audio, r.question, r.options, LOGITS_PREFIX) for r in recs]
+            prefix = parts[0][0]
+            ids = torch.tensor([prefix])
+            with warnings.catch_warnings():
+                warnings.simplefilter("once")
+                warn_if_beyond_context(self.model, ids, torch.ones_like(ids))
+            out = score_questions(self.model, prefix, [p[1] for p in parts], embeds, self.option_ids)
+            return [(p.choice, "") for p in out]
+        examples = [build_mcqa_example(proc, wav, r.question, r.options, name=r.id) for r in recs]
+        batch = MCQACollator(proc.tokenizer.pad_token_id, "left")(examples)
+        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        out = predict_generate(self.model, proc.tokenizer, batch)
+        return [(p.choice, p.text) for p in out]
+
+
+def aggregate(preds: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for p in preds:
+        groups[(p["adapter"], p["method"], p["length"])].append(p)
+    rows = []
+    for (adapter, method, length), ps in groups.items():
+        rows.append(
+            {
+                "adapter": adapter,
+                "method": method,
+                "length_min": length,
+                "questions": len(ps),
+                "accuracy": sum(p["correct"] for p in ps) / len(ps),
+                "unparsable": sum(p["unparsable"] for p in ps),
+                "audio_tokens_mean": sum(p["audio_tokens"] for p in ps) / len(ps),
+            }
+        )
+    return rows
