@@ -1,10 +1,11 @@
 """Shared-prefix evaluation: wall time per question with and without audio-prefix reuse.
 
 For k questions about one 2-minute recording (3,000 audio tokens), logits scoring:
-- without reuse: the k questions as one left-padded batch, each a full prompt (audio encoded k times, as
-  ``predict_logits`` on collated ``build_mcqa_example`` rows);
+- without reuse: the k questions as one left-padded batch of full prompts (``predict_logits``; the audio tower runs
+  on every question's copy of the windows);
 - with reuse: audio encoded once, prompt prefix prefilled once, the k question suffixes as one batch
-  (``vlat.evaluation.prefix``). Audio decoding/featurisation is done once outside both timings.
+  (``vlat.evaluation.prefix``). Both start from the same tokens and log-mel features, computed once outside the
+  timings, so the figure is model compute only.
 
     python bench/prefix_eval.py            # tiny model, k = 1, 5, 10, 5 rounds
     python bench/prefix_eval.py --model DIR
@@ -27,7 +28,7 @@ from common import median, timed, write_results  # noqa: E402
 from vlat.audio import audio_tokens_for_frames, featurize  # noqa: E402
 from vlat.collate import MCQACollator  # noqa: E402
 from vlat.evaluation import encode_audio, score_questions  # noqa: E402
-from vlat.prompts import build_mcqa_example, mcqa_prompt_ids  # noqa: E402
+from vlat.prompts import mcqa_prompt_ids  # noqa: E402
 from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_logits  # noqa: E402
 
 
@@ -63,7 +64,12 @@ def main() -> None:
     collate = MCQACollator(tok.pad_token_id, "left")
 
     def without_reuse(k):
-        exs = [build_mcqa_example(processor, wav, q, options, assistant_prefix=LOGITS_PREFIX) for q in questions[:k]]
+        exs = []
+        for q in questions[:k]:
+            prefix, suffix = mcqa_prompt_ids(processor, n_audio, q, options, LOGITS_PREFIX)
+            ids = torch.tensor(prefix + suffix)
+            exs.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": feats,
+                        "feature_attention_mask": fmask})
         batch = {key: v.to(device) if isinstance(v, torch.Tensor) else v for key, v in collate(exs).items()}
         return predict_logits(model, batch, opt_ids)
 
