@@ -68,8 +68,14 @@ def main() -> None:
         for q in questions[:k]:
             prefix, suffix = mcqa_prompt_ids(processor, n_audio, q, options, LOGITS_PREFIX)
             ids = torch.tensor(prefix + suffix)
-            exs.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": feats,
-                        "feature_attention_mask": fmask})
+            exs.append(
+                {
+                    "input_ids": ids,
+                    "attention_mask": torch.ones_like(ids),
+                    "input_features": feats,
+                    "feature_attention_mask": fmask,
+                }
+            )
         batch = {key: v.to(device) if isinstance(v, torch.Tensor) else v for key, v in collate(exs).items()}
         return predict_logits(model, batch, opt_ids)
 

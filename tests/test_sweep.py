@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vlat.evaluation import EvalSpec, Evaluator
+from vlat.evaluation.sweep import run_sweep
+from vlat.rope import find_audio_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_grid_reuses_one_audio_encoding_per_recording(tiny_model_dir, synth_dir):
+    ev = Evaluator(
+        EvalSpec(
+            model=str(tiny_model_dir),
+            data=str(synth_dir),
+            methods=["partial_yarn"],
+            original_audio_seconds=20,
+            lengths=[1.25],
+            dtype="float32",
+            attn_implementation="sdpa",
+        )
+    )
+    calls = []
+    find_audio_model(ev.model).audio_tower.register_forward_hook(lambda *a: calls.append(1))
+    result = run_sweep(ev, 1.25, [0, 4, 8], [0.8, 1.0, 1.6], progress=False)
+    recordings = {r.audio for g in ev.groups.values() for r in g if r.duration == 75.0}
+    assert len(calls) == len(recordings) and result["questions"] == 5 * len(recordings)
+    acc = np.array(result["accuracy"])
+    assert acc.shape == (3, 3) and ((acc >= 0) & (acc <= 1)).all()
+    i, j = np.unravel_index(acc.argmax(), acc.shape)
+    assert result["best"] == {"cutoff_dim": [0, 4, 8][i], "temperature": [0.8, 1.0, 1.6][j], "accuracy": acc[i, j]}
+
+
+def test_sweep_cli_writes_heatmap(tmp_path, tiny_model_dir, synth_dir):
+    out = tmp_path / "sweep"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "sweep.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(synth_dir),
+            "--length",
+            "0.5",
+            "--original-audio-seconds",
+            "20",
+            "--cutoffs",
+            "0,6",
+            "--temperatures",
+            "1.0,1.5",
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((out / "sweep.json").read_text())
+    assert result["cutoffs"] == [0, 6] and result["temperatures"] == [1.0, 1.5] and "best" in result
+    assert len((out / "sweep.csv").read_text().splitlines()) == 1 + 4
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "sweep.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(synth_dir),
+            "--length",
+            "0.5",
+            "--cutoffs",
+            "0,64",
+            "--output",
+            str(tmp_path / "x"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and "cutoff_dim: 64 is outside [0, 8]" in bad.stderr and not (tmp_path / "x").exists()

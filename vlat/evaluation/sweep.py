@@ -1,0 +1,116 @@
+"""Partial YaRN hyperparameter sweep: cutoff_dim x temperature on a validation split (Appendix D.2, Figures 5-8).
+
+Each recording's audio is encoded once and reused across the whole grid; each grid point costs one prefix prefill
+and one batched suffix pass per recording.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vlat.audio import audio_tokens_for_frames, featurize, load_audio
+from vlat.data.records import nearest_bucket
+from vlat.errors import BadSampleError
+from vlat.evaluation.prefix import encode_audio, score_questions
+from vlat.evaluation.runner import Evaluator
+from vlat.io import make_staging_dir
+from vlat.prompts import mcqa_prompt_ids
+from vlat.rope import AudioRopeConfig, apply_audio_rope
+from vlat.scoring import LOGITS_PREFIX
+
+DEFAULT_CUTOFFS = [56, 48, 40, 32, 24, 16, 8]
+DEFAULT_TEMPERATURES = [round(0.5 + 0.1 * i, 1) for i in range(12)]  # 0.5 .. 1.6
+STANDARD_BUCKETS = [0.5, 1.0, 2.0, 5.0, 10.0]
+
+
+def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: list[float], progress=True) -> dict:
+    head_dim = ev.model.config.text_config.head_dim
+    for c in cutoffs:
+        AudioRopeConfig("partial_yarn", ev.tokens, cutoff_dim=c).check_head_dim(head_dim)
+    grid_buckets = sorted(set(STANDARD_BUCKETS) | {length})
+    groups = [g for g in ev.groups.values() if nearest_bucket(g[0].duration, grid_buckets) == length]
+    if not groups:
+        raise ValueError(f"--length {length}: no recordings in that bucket")
+    correct = np.zeros((len(cutoffs), len(temperatures)))
+    total, skipped = 0, 0
+    proc = ev.processor
+    for recs in tqdm(groups, desc="sweep", unit="recording", disable=not progress):
+        try:
+            wav = load_audio(recs[0].audio, proc.feature_extractor.sampling_rate, name=recs[0].id)
+        except BadSampleError:
+            skipped += len(recs)
+            continue
+        feats, fmask = featurize(wav, proc.feature_extractor)
+        n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
+        embeds = encode_audio(ev.model, feats, fmask)  # once per recording, for the whole grid
+        parts = [mcqa_prompt_ids(proc, n_audio, r.question, r.options, LOGITS_PREFIX) for r in recs]
+        for i, c in enumerate(cutoffs):
+            for j, t in enumerate(temperatures):
+                apply_audio_rope(ev.model, AudioRopeConfig("partial_yarn", ev.tokens, cutoff_dim=c, temperature=t))
+                preds = score_questions(ev.model, parts[0][0], [p[1] for p in parts], embeds, ev.option_ids)
+                correct[i, j] += sum(p.choice == r.answer for p, r in zip(preds, recs, strict=True))
+        total += len(recs)
+    acc = correct / max(total, 1)
+    i, j = np.unravel_index(np.argmax(acc), acc.shape)
+    return {
+        "length_min": length,
+        "original_audio_tokens": ev.tokens,
+        "questions": total,
+        "skipped_questions": skipped,
+        "cutoffs": cutoffs,
+        "temperatures": temperatures,
+        "accuracy": acc.tolist(),
+        "best": {"cutoff_dim": cutoffs[i], "temperature": temperatures[j], "accuracy": float(acc[i, j])},
+    }
+
+
+def plot_heatmap(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = 100 * np.array(result["accuracy"])
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * acc.shape[1], 1.2 + 0.45 * acc.shape[0]))
+    im = ax.imshow(acc, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(acc.shape[1]), [f"{t:g}" for t in result["temperatures"]])
+    ax.set_yticks(range(acc.shape[0]), [str(c) for c in result["cutoffs"]])
+    ax.set_xlabel("attention temperature")
+    ax.set_ylabel("cutoff dimension index")
+    for (i, j), v in np.ndenumerate(acc):
+        ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w" if v < acc.mean() else "k")
+    best = result["best"]
+    ax.set_title(
+        f"Partial YaRN, {result['length_min']:g} min, window {result['original_audio_tokens']} tokens — best "
+        f"cutoff {best['cutoff_dim']}, t={best['temperature']:g}: {100 * best['accuracy']:.1f}%",
+        fontsize=9,
+    )
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_sweep(out_dir: str | os.PathLike, result: dict) -> Path:
+    out = Path(out_dir)
+    tmp = make_staging_dir(out)
+    try:
+        (tmp / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+        lines = ["cutoff_dim,temperature,accuracy"]
+        for i, c in enumerate(result["cutoffs"]):
+            for j, t in enumerate(result["temperatures"]):
+                lines.append(f"{c},{t:g},{result['accuracy'][i][j]:.6f}")
+        (tmp / "sweep.csv").write_text("\n".join(lines) + "\n")
+        plot_heatmap(result, tmp / "heatmap.png")
+        out.mkdir(parents=True, exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
