@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from vlat.evaluation.compare import aggregate_seeds, run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_config_and_seed_aggregation(tmp_path):
+    base = yaml.safe_load((ROOT / "configs" / "vlat_default.yaml").read_text())
+    vanilla = run_config(base, "vanilla", 3, tmp_path / "r")
+    assert vanilla["model"]["rope_method"] == "vanilla" and vanilla["seed_everything"] == 3
+    assert not any(c["class_path"].endswith("VirtualLongformCallback") for c in vanilla["trainer"]["callbacks"])
+    limited = run_config(yaml.safe_load((ROOT / "configs" / "vanilla_ft.yaml").read_text()), "limited", 1, tmp_path)
+    assert limited["model"]["rope_method"] == "partial_pi"
+    assert limited["trainer"]["callbacks"][0]["init_args"] == {"strategy": "limited", "seed": 1}
+    rows = [{"strategy": "default", "method": "partial_pi", "length_min": 2.0, "accuracy": a} for a in (0.5, 0.7, 0.9)]
+    (agg,) = aggregate_seeds(rows)
+    assert agg["seeds"] == 3 and abs(agg["mean"] - 0.7) < 1e-12 and abs(agg["std"] - 0.2) < 1e-12
+
+
+def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_dir):
+    base = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    base["model"]["model_name_or_path"] = str(tiny_model_dir)
+    base["data"].update(source=str(synth_dir), num_workers=0)
+    base["trainer"].update(max_steps=2, limit_val_batches=0)
+    base_path = tmp_path / "base.yaml"
+    base_path.write_text(yaml.safe_dump(base))
+    out = tmp_path / "cmp"
+    cmd = [
+        sys.executable,
+        str(ROOT / "compare.py"),
+        "--base-config",
+        str(base_path),
+        "--strategies",
+        "limited,vanilla",
+        "--seeds",
+        "0,1",
+        "--lengths",
+        "0.5,1",
+        "--original-audio-seconds",
+        "20",
+        "--max-questions",
+        "10",
+        "--output",
+        str(out),
+    ]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("training") == 4
+    summary = json.loads((out / "comparison.json").read_text())
+    agg = summary["aggregate"]
+    assert {(a["strategy"], a["method"], a["length_min"]) for a in agg} == {
+        (s, m, x) for s in ("limited", "vanilla") for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
+    }
+    assert all(a["seeds"] == 2 for a in agg)
+    assert (out / "accuracy_vs_length.png").read_bytes()[:4] == b"\x89PNG"
+    table = (out / "comparison.md").read_text()
+    assert "| limited |" in table and " ± " in table
+    ckpt = out / "runs" / "limited_seed1" / "checkpoints" / "last.ckpt"
+    stamp = ckpt.stat().st_mtime_ns
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert second.returncode == 0 and second.stdout.count("done, reusing") == 4 and "training" not in second.stdout
+    assert ckpt.stat().st_mtime_ns == stamp
+    assert json.loads((out / "comparison.json").read_text())["aggregate"] == agg

@@ -1,0 +1,149 @@
+"""Strategy comparison (Table 6 / Table 2 layout): train every VLAT strategy and vanilla fine-tuning for several
+seeds, evaluate each checkpoint under vanilla and Partial PI inference, aggregate mean ± std over seeds.
+
+Resumable: a run whose ``done.json`` exists is not trained again, and its ``eval/results.json`` is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from vlat.evaluation.report import write_outputs
+from vlat.evaluation.runner import EvalSpec, Evaluator
+from vlat.io import make_staging_dir, write_json_atomic
+
+STRATEGIES = ["default", "dense", "very_dense", "limited", "fixed", "vanilla"]  # "vanilla" = vanilla fine-tuning
+
+
+def run_config(base: dict, strategy: str, seed: int, run_dir: Path) -> dict:
+    """The training config of one (strategy, seed) run, derived from a base config."""
+    cfg = json.loads(json.dumps(base))  # deep copy
+    trainer = cfg.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(run_dir)
+    callbacks = [c for c in trainer.get("callbacks", []) if not c["class_path"].endswith("VirtualLongformCallback")]
+    for c in callbacks:
+        if c["class_path"].endswith("AdapterCheckpoint"):
+            c.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
+    if strategy != "vanilla":
+        callbacks.insert(
+            0,
+            {
+                "class_path": "vlat.vlat_callback.VirtualLongformCallback",
+                "init_args": {"strategy": strategy, "seed": seed},
+            },
+        )
+    trainer["callbacks"] = callbacks
+    if isinstance(trainer.get("logger"), dict):
+        trainer["logger"].setdefault("init_args", {})["save_dir"] = str(run_dir)
+    cfg["seed_everything"] = seed
+    cfg.setdefault("data", {})["seed"] = seed
+    model = cfg.setdefault("model", {})
+    if strategy == "vanilla":
+        model["rope_method"] = "vanilla"
+    elif model.get("rope_method", "partial_pi") == "vanilla":
+        model["rope_method"] = "partial_pi"
+    return cfg
+
+
+def train_run(base: dict, strategy: str, seed: int, run_dir: Path, extra: list[str], root: Path) -> Path:
+    """Train one run unless it is done; returns its adapter directory."""
+    done = run_dir / "done.json"
+    if not done.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = run_dir / "train.yaml"
+        config.write_text(yaml.safe_dump(run_config(base, strategy, seed, run_dir)))
+        cmd = [sys.executable, str(root / "train.py"), "--config", str(config), *extra]
+        res = subprocess.run(cmd, cwd=root)
+        if res.returncode != 0:
+            raise RuntimeError(f"training {strategy} seed {seed} failed (exit {res.returncode}): {' '.join(cmd)}")
+        write_json_atomic(
+            done, {"strategy": strategy, "seed": seed, "adapter": str(run_dir / "checkpoints" / "last-adapter")}
+        )
+    return Path(json.loads(done.read_text())["adapter"])
+
+
+def evaluate_run(spec: EvalSpec, adapter: Path, label: str, run_dir: Path) -> list[dict]:
+    cached = run_dir / "eval" / "results.json"
+    if not cached.exists():
+        spec = EvalSpec(**{**spec.__dict__, "adapters": [f"{label}={adapter}"]})
+        preds, rows = Evaluator(spec).run(progress=False)
+        write_outputs(run_dir / "eval", rows, preds, {"adapter": str(adapter)})
+    return json.loads(cached.read_text())["results"]
+
+
+def aggregate_seeds(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["strategy"], r["method"], r["length_min"])].append(r["accuracy"])
+    return [
+        {
+            "strategy": s,
+            "method": m,
+            "length_min": x,
+            "seeds": len(v),
+            "mean": statistics.fmean(v),
+            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+        }
+        for (s, m, x), v in groups.items()
+    ]
+
+
+def comparison_table(agg: list[dict]) -> str:
+    from vlat.evaluation.report import markdown_table
+
+    rows = [{"adapter": a["strategy"], "method": a["method"], "length_min": a["length_min"], **a} for a in agg]
+    return markdown_table(rows, value=lambda r: f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
+
+
+def plot_accuracy_vs_length(agg: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(a["method"] for a in agg))
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.8), sharey=True, squeeze=False)
+    for ax, method in zip(axes[0], methods, strict=True):
+        for strategy in dict.fromkeys(a["strategy"] for a in agg):
+            pts = sorted(
+                (a["length_min"], a["mean"], a["std"])
+                for a in agg
+                if a["method"] == method and a["strategy"] == strategy
+            )
+            xs, ys, es = zip(*pts, strict=True)
+            ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in es], marker="o", capsize=3, label=strategy)
+        ax.set_title(f"{method} inference")
+        ax.set_xlabel("audio length (min)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%), mean ± std over seeds")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison(out_dir: Path, agg: list[dict], per_run: list[dict]) -> None:
+    tmp = make_staging_dir(out_dir / "summary")
+    try:
+        (tmp / "comparison.json").write_text(json.dumps({"aggregate": agg, "runs": per_run}, indent=2) + "\n")
+        lines = ["strategy,method,length_min,seeds,mean,std"] + [
+            f"{a['strategy']},{a['method']},{a['length_min']:g},{a['seeds']},{a['mean']:.6f},{a['std']:.6f}"
+            for a in agg
+        ]
+        (tmp / "comparison.csv").write_text("\n".join(lines) + "\n")
+        (tmp / "comparison.md").write_text("Accuracy (%), mean ± std over seeds\n\n" + comparison_table(agg))
+        plot_accuracy_vs_length(agg, tmp / "accuracy_vs_length.png")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
