@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from evaluate import _csv, _OneLineParser
+from vlat.cliargs import OneLineParser, csv_list
 
 ROOT = Path(__file__).resolve().parent
 
@@ -28,14 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = _OneLineParser(prog="compare.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="compare.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-config", required=True, help="training config the runs derive from")
-    p.add_argument("--strategies", type=_csv(str), default=STRATEGIES)
-    p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2])
+    p.add_argument("--strategies", type=csv_list(str), default=STRATEGIES)
+    p.add_argument("--seeds", type=csv_list(int), default=[0, 1, 2])
     p.add_argument("--data", help="evaluation data (default: the base config's data.source)")
     p.add_argument("--split", default="test")
-    p.add_argument("--methods", type=_csv(str), default=["vanilla", "partial_pi"])
-    p.add_argument("--lengths", type=_csv(float), default=[2.0, 5.0, 10.0])
+    p.add_argument("--methods", type=csv_list(str), default=["vanilla", "partial_pi"])
+    p.add_argument("--lengths", type=csv_list(float), default=[2.0, 5.0, 10.0])
     p.add_argument("--original-audio-seconds", type=float, default=30.0)
     p.add_argument("--max-questions", type=int, default=None)
     p.add_argument("--output", required=True)

@@ -14,24 +14,11 @@ import sys
 
 import yaml
 
-
-def _csv(cast):
-    def parse(text: str):
-        try:
-            return [cast(x) for x in str(text).split(",") if x.strip()]
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from e
-
-    return parse
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from vlat.cliargs import OneLineParser, csv_list
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with any of these options")
     p.add_argument("--model", help="base model: hub id or local directory")
     p.add_argument("--adapter", action="append", default=[], help="PEFT adapter dir or .ckpt; LABEL=PATH; repeatable")
@@ -39,14 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument(
         "--methods",
-        type=_csv(str),
+        type=csv_list(str),
         default=["vanilla", "partial_pi"],
         help="comma-separated: vanilla, partial_pi, partial_yarn, whole_pi, whole_yarn",
     )
     p.add_argument("--original-audio-seconds", type=float, default=30.0, help="familiar window (30 s; 120 = observed)")
     p.add_argument("--cutoff-dim", type=int, default=0, help="Partial YaRN cutoff (partial_yarn only)")
     p.add_argument("--temperature", type=float, default=1.0, help="Partial YaRN temperature (partial_yarn only)")
-    p.add_argument("--lengths", type=_csv(float), default=[1.0, 2.0, 5.0, 10.0], help="buckets in minutes (0.5 ok)")
+    p.add_argument("--lengths", type=csv_list(float), default=[1.0, 2.0, 5.0, 10.0], help="buckets in minutes (0.5 ok)")
     p.add_argument("--scoring", choices=["logits", "generate"], default="logits")
     p.add_argument("--max-questions", type=int, default=None, help="stop after this many questions (quick checks)")
     p.add_argument("--dtype", default="auto")

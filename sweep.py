@@ -12,21 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evaluate import _csv, _OneLineParser
+from vlat.cliargs import OneLineParser, csv_list
 
 
 def main(argv: list[str] | None = None) -> int:
     from vlat.evaluation.sweep import DEFAULT_CUTOFFS, DEFAULT_TEMPERATURES
 
-    p = _OneLineParser(prog="sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--adapter", action="append", default=[], help="optional PEFT adapter (one)")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", help="use a validation split, not the test split, to pick settings")
     p.add_argument("--original-audio-seconds", type=float, default=30.0)
     p.add_argument("--length", type=float, required=True, help="length bucket in minutes")
-    p.add_argument("--cutoffs", type=_csv(int), default=DEFAULT_CUTOFFS)
-    p.add_argument("--temperatures", type=_csv(float), default=DEFAULT_TEMPERATURES)
+    p.add_argument("--cutoffs", type=csv_list(int), default=DEFAULT_CUTOFFS)
+    p.add_argument("--temperatures", type=csv_list(float), default=DEFAULT_TEMPERATURES)
     p.add_argument("--max-questions", type=int, default=None)
     p.add_argument("--output", required=True)
     p.add_argument("--no-progress", action="store_true")

@@ -5,6 +5,7 @@ A run that dies half-way leaves the previous output (or nothing) — never a hal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,3 +52,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def staged_files(out_dir: str | os.PathLike):
+    """Yield an empty staging directory; on success move every file in it into ``out_dir`` (created if needed).
+
+    Outputs of one job appear together at the end; a job that fails half-way leaves ``out_dir`` as it was.
+    """
+    out = Path(out_dir)
+    tmp = make_staging_dir(out)
+    try:
+        yield tmp
+        out.mkdir(parents=True, exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -7,8 +7,6 @@ Resumable: a run whose ``done.json`` exists is not trained again, and its ``eval
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -19,7 +17,7 @@ import yaml
 
 from vlat.evaluation.report import write_outputs
 from vlat.evaluation.runner import EvalSpec, Evaluator
-from vlat.io import make_staging_dir, write_json_atomic
+from vlat.io import staged_files, write_json_atomic
 
 STRATEGIES = ["default", "dense", "very_dense", "limited", "fixed", "vanilla"]  # "vanilla" = vanilla fine-tuning
 
@@ -132,8 +130,7 @@ def plot_accuracy_vs_length(agg: list[dict], path: Path) -> None:
 
 
 def write_comparison(out_dir: Path, agg: list[dict], per_run: list[dict]) -> None:
-    tmp = make_staging_dir(out_dir / "summary")
-    try:
+    with staged_files(out_dir) as tmp:
         (tmp / "comparison.json").write_text(json.dumps({"aggregate": agg, "runs": per_run}, indent=2) + "\n")
         lines = ["strategy,method,length_min,seeds,mean,std"] + [
             f"{a['strategy']},{a['method']},{a['length_min']:g},{a['seeds']},{a['mean']:.6f},{a['std']:.6f}"
@@ -142,8 +139,3 @@ def write_comparison(out_dir: Path, agg: list[dict], per_run: list[dict]) -> Non
         (tmp / "comparison.csv").write_text("\n".join(lines) + "\n")
         (tmp / "comparison.md").write_text("Accuracy (%), mean ± std over seeds\n\n" + comparison_table(agg))
         plot_accuracy_vs_length(agg, tmp / "accuracy_vs_length.png")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for f in tmp.iterdir():
-            os.replace(f, out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

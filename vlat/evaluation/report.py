@@ -6,10 +6,9 @@ import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
-from vlat.io import make_staging_dir
+from vlat.io import staged_files
 
 FIELDS = ["adapter", "method", "length_min", "questions", "accuracy", "unparsable", "audio_tokens_mean"]
 
@@ -30,9 +29,7 @@ def markdown_table(rows: list[dict], value=lambda r: f"{100 * r['accuracy']:.2f}
 
 def write_outputs(out_dir: str | os.PathLike, rows: list[dict], preds: list[dict], meta: dict) -> Path:
     """Write every file to a staging directory first, then move them into ``out_dir`` together."""
-    out = Path(out_dir)
-    tmp = make_staging_dir(out)
-    try:
+    with staged_files(out_dir) as tmp:
         (tmp / "results.json").write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=FIELDS)
@@ -41,9 +38,4 @@ def write_outputs(out_dir: str | os.PathLike, rows: list[dict], preds: list[dict
         (tmp / "results.csv").write_text(buf.getvalue())
         (tmp / "results.md").write_text("Accuracy (%)\n\n" + markdown_table(rows))
         (tmp / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
-        out.mkdir(parents=True, exist_ok=True)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir)

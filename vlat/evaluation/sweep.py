@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from vlat.data.records import nearest_bucket
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
-from vlat.io import make_staging_dir
+from vlat.io import staged_files
 from vlat.prompts import mcqa_prompt_ids
 from vlat.rope import AudioRopeConfig, apply_audio_rope
 from vlat.scoring import LOGITS_PREFIX
@@ -98,9 +97,7 @@ def plot_heatmap(result: dict, path: Path) -> None:
 
 
 def write_sweep(out_dir: str | os.PathLike, result: dict) -> Path:
-    out = Path(out_dir)
-    tmp = make_staging_dir(out)
-    try:
+    with staged_files(out_dir) as tmp:
         (tmp / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
         lines = ["cutoff_dim,temperature,accuracy"]
         for i, c in enumerate(result["cutoffs"]):
@@ -108,9 +105,4 @@ def write_sweep(out_dir: str | os.PathLike, result: dict) -> Path:
                 lines.append(f"{c},{t:g},{result['accuracy'][i][j]:.6f}")
         (tmp / "sweep.csv").write_text("\n".join(lines) + "\n")
         plot_heatmap(result, tmp / "heatmap.png")
-        out.mkdir(parents=True, exist_ok=True)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir)

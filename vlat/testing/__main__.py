@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vlat.cliargs import OneLineParser
 from vlat.testing.synth_data import SynthConfig, write_smoke_fixtures, write_synth_dataset
 from vlat.testing.tiny_model import TinyModelConfig, write_tiny_model
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -22,8 +18,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(prog="python -m vlat.testing", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_OneLineParser)
+    parser = OneLineParser(prog="python -m vlat.testing", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
     tm = sub.add_parser("tiny-model", help="write a tiny random Qwen2-Audio checkpoint directory")
     tm.add_argument("dir")
     tm.add_argument("--seed", type=int, default=0)
