@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("rope_overhead.py", ["rope_overhead_whole_yarn", "rope_overhead_partial_yarn"]),
         ("featurize.py", ["featurize_realtime_factor"]),
         ("prefix_eval.py", ["prefix_speedup_1", "prefix_speedup_5"]),
+        ("padding.py", ["padding_fraction_random", "padding_fraction_bucketed"]),
     ],
 )
 def test_bench_script_tiny(tmp_path, script, keys):

@@ -45,7 +45,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         batch_size: int = 8,
         val_batch_size: int = 8,
         shuffle_buffer: int = 1000,
-        bucket_buffer: int = 64,
+        bucket_buffer: int = 256,
         max_audio_seconds: float = 900.0,
         num_workers: int = 2,
         infinite_train: bool = True,

@@ -71,7 +71,7 @@ class MCQABatchStream(IterableDataset):
         *,
         train: bool,
         shuffle_buffer: int = 1000,
-        bucket_buffer: int = 64,
+        bucket_buffer: int = 256,
         max_audio_seconds: float | None = 900.0,
         infinite: bool = False,
         world_size: int = 1,
@@ -89,7 +89,11 @@ class MCQABatchStream(IterableDataset):
         self.assistant_prefix = "" if train else "("
 
     # -- planning (metadata only) ------------------------------------------------------------------------------
-    def _plans(self, pass_idx: int, shard: int, n_shards: int, bad: Counter) -> Iterator[list[Record]]:
+    def plans(
+        self, pass_idx: int = 0, shard: int = 0, n_shards: int = 1, bad: Counter | None = None
+    ) -> Iterator[list[Record]]:
+        """Batch plans (lists of records) of one data pass, from metadata only: no audio is decoded."""
+        bad = Counter() if bad is None else bad
         rng = random.Random(f"{self.spec.seed}:{pass_idx}:{shard}")
         logged = [0]
 
@@ -180,7 +184,7 @@ class MCQABatchStream(IterableDataset):
         local = 0
         for pass_idx in count() if self.infinite else range(1):
             bad: Counter = Counter()
-            for plan in self._plans(pass_idx, shard, n_shards, bad):
+            for plan in self.plans(pass_idx, shard, n_shards, bad):
                 local += 1
                 if local <= skip_local:
                     continue
