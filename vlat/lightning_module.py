@@ -14,7 +14,7 @@ from vlat.audio import seconds_to_tokens
 from vlat.collate import model_inputs, padded_fraction
 from vlat.model_loading import LoraTargets, add_lora, load_model, load_processor
 from vlat.prompts import N_OPTIONS
-from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope
+from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
 from vlat.scoring import option_token_ids, predict_logits
 
 
@@ -127,6 +127,8 @@ class VLATModule(L.LightningModule):
         self.log("data/skipped_total", float(sum(self.skipped.values())), on_step=True, batch_size=1)
         if batch.get("n", 0) == 0:
             return None
+        if current_config(self.model).virtual_audio_tokens is None:  # VLAT's long virtual spans are by design
+            warn_if_beyond_context(self.model, batch["input_ids"], batch["attention_mask"])
         out = self.model(**model_inputs(batch))
         loss = out.loss
         if not torch.isfinite(loss):

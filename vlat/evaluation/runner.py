@@ -139,6 +139,11 @@ class Evaluator:
             except (RuntimeError, ValueError, KeyError) as e:
                 msg = str(e).strip().splitlines()[0][:200]
                 raise EvalInputError(f"--adapter {path}: does not fit model {self.spec.model} ({msg})") from e
+        audio_side = [
+            n for n, _ in peft_model.named_modules() if "lora_A" in n and ("audio_tower" in n or "projector" in n)
+        ]
+        if audio_side:  # audio encodings are shared across adapters: valid only for language-model-only LoRA
+            raise EvalInputError(f"--adapter: adapts the audio encoder ({audio_side[0]}); only LM LoRA is supported")
         return peft_model
 
     def _variants(self):
