@@ -143,3 +143,23 @@ def test_parquet_source(synth_dir, processor, tmp_path):
     pd.read_json(synth_dir / "test.jsonl", lines=True).to_parquet(d / "test.parquet")
     ids = [i for b in _stream(processor, d, split="test", train=False) for i in b["id"]]
     assert sorted(ids) == sorted(r["id"] for r in _rows(synth_dir, "test"))
+
+
+def test_resume_counts_trailing_bad_rows_batch(synth_dir, processor, tmp_path):
+    d = tmp_path / "data"
+    shutil.copytree(synth_dir, d)
+    rows = _rows(d)[:4] + [{"id": "noq", "audio": "audio/x.flac", "choices": list("abcd"), "answer": 0}]
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from itertools import islice
+
+    def first(n, skip=0):
+        s = _stream(processor, d, batch_size=2, shuffle_buffer=1, bucket_buffer=2, infinite=True)
+        s.skip_plans = skip
+        return [(b["n"], tuple(b.get("id", ())), b["data_pass"]) for b in islice(s, n)]
+
+    full = first(7)  # per pass: 2 batches of 2 + one empty batch carrying the bad row's count
+    assert [n for n, _, _ in full[:3]] == [2, 2, 0] and full[3][2] == 1
+    assert first(4, skip=3) == full[3:]  # resuming after the empty batch continues exactly
+    resumed = _stream(processor, d, batch_size=2, shuffle_buffer=1, bucket_buffer=2, infinite=True)
+    resumed.skip_plans = 3
+    assert next(iter(resumed))["skipped"] == {}  # the bad row was reported before the resume: not again

@@ -187,13 +187,16 @@ class MCQABatchStream(IterableDataset):
             for plan in self.plans(pass_idx, shard, n_shards, bad):
                 local += 1
                 if local <= skip_local:
+                    bad.clear()  # already reported with the batches consumed before the resume
                     continue
                 batch = self._build(plan, bad)
                 batch["skipped"], batch["data_pass"] = dict(bad), pass_idx
-                bad = Counter()
+                bad.clear()  # the same counter the planner writes to: never rebind it
                 yield batch
-            if bad:  # bad rows after the last plan of a pass
-                yield {"n": 0, "skipped": dict(bad), "data_pass": pass_idx}
+            if bad:  # bad rows after the last plan of a pass: an empty batch, counted like any plan
+                local += 1
+                if local > skip_local:
+                    yield {"n": 0, "skipped": dict(bad), "data_pass": pass_idx}
 
 
 def batch_size_of(batch: dict) -> int:
