@@ -93,7 +93,8 @@ class VLATModule(L.LightningModule):
         )
         self.model = apply_audio_rope(model, rope)
         self.model.train()  # LoRA dropout active; the frozen audio tower has no dropout (rate 0)
-        self.audio_token_id = model.config.audio_token_index if hasattr(model, "config") else None
+        self.audio_token_id = model.config.audio_token_index
+        self.max_positions = model.config.text_config.max_position_embeddings
         self.option_ids = option_token_ids(self.processor.tokenizer)
 
     def configure_optimizers(self):
@@ -127,7 +128,9 @@ class VLATModule(L.LightningModule):
         self.log("data/skipped_total", float(sum(self.skipped.values())), on_step=True, batch_size=1)
         if batch.get("n", 0) == 0:
             return None
-        if current_config(self.model).virtual_audio_tokens is None:  # VLAT's long virtual spans are by design
+        # without a virtual span no position exceeds the sequence length: check (with a sync) only when it could
+        # pass the limit; VLAT's long virtual spans are by design
+        if batch["input_ids"].shape[1] > self.max_positions and current_config(self.model).virtual_audio_tokens is None:
             warn_if_beyond_context(self.model, batch["input_ids"], batch["attention_mask"])
         out = self.model(**model_inputs(batch))
         loss = out.loss
@@ -143,13 +146,15 @@ class VLATModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        # a non-finite gradient must never reach the weights (checkpoints only ever hold finite LoRA weights)
-        for name, p in self.named_parameters():
-            if p.grad is not None and not torch.isfinite(p.grad).all():
-                raise FloatingPointError(
-                    f"non-finite gradient in {name} at global step {self.global_step}: stopping before the update; "
-                    "checkpoints already written are intact"
-                )
+        # a non-finite gradient must never reach the weights (checkpoints only ever hold finite LoRA weights);
+        # one fused check per step, names looked up only on failure
+        named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        if named and not torch.isfinite(torch.nn.utils.get_total_norm([g for _, g in named])):
+            bad = next(n for n, g in named if not torch.isfinite(g).all())
+            raise FloatingPointError(
+                f"non-finite gradient in {bad} at global step {self.global_step}: stopping before the update; "
+                "checkpoints already written are intact"
+            )
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self._t0 is not None and batch.get("n", 0):

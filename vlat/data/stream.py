@@ -85,6 +85,7 @@ class MCQABatchStream(IterableDataset):
         self.world_size, self.rank = world_size, rank
         self.skip_plans = 0  # plans already consumed (resume); set by the data module before iterating
         self.max_logged_errors = max_logged_errors
+        self._log_budget = max_logged_errors
         self.collate = MCQACollator(processor.tokenizer.pad_token_id, padding_side="right" if train else "left")
         self.assistant_prefix = "" if train else "("
 
@@ -95,16 +96,9 @@ class MCQABatchStream(IterableDataset):
         """Batch plans (lists of records) of one data pass, from metadata only: no audio is decoded."""
         bad = Counter() if bad is None else bad
         rng = random.Random(f"{self.spec.seed}:{pass_idx}:{shard}")
-        logged = [0]
-
-        def on_bad(e: BadSampleError) -> None:
-            bad[e.reason] += 1
-            if logged[0] < self.max_logged_errors:
-                logged[0] += 1
-                log.warning("skipping %s", e)
 
         def sharded() -> Iterator[Record]:
-            for i, rec in enumerate(iter_records(self.spec, on_bad)):
+            for i, rec in enumerate(iter_records(self.spec, lambda e: self._note_bad(e, bad))):
                 if i % n_shards == shard:
                     yield rec
 
@@ -140,8 +134,15 @@ class MCQABatchStream(IterableDataset):
         yield from bucketed(shuffled(sharded()))
 
     # -- materialisation ---------------------------------------------------------------------------------------
+    def _note_bad(self, e: BadSampleError, bad: Counter) -> None:
+        """Count a skipped sample by reason; log the first ``max_logged_errors`` of an iteration."""
+        bad[e.reason] += 1
+        if self._log_budget > 0:
+            self._log_budget -= 1
+            log.warning("skipping %s", e)
+
     def _build(self, plan: list[Record], bad: Counter) -> dict:
-        examples, logged = [], 0
+        examples = []
         for rec in plan:
             try:
                 ex = build_mcqa_example(
@@ -155,10 +156,7 @@ class MCQABatchStream(IterableDataset):
                     name=rec.id,
                 )
             except BadSampleError as e:
-                bad[e.reason] += 1
-                if logged < self.max_logged_errors:
-                    logged += 1
-                    log.warning("skipping %s", e)
+                self._note_bad(e, bad)
                 continue
             grid = self.spec.lengths or self.spec.bucket_grid
             ex.update(
@@ -182,6 +180,7 @@ class MCQABatchStream(IterableDataset):
         # the DataLoader interleaves workers round-robin: global plan g comes from worker g % workers
         skip_local = (self.skip_plans - worker + workers - 1) // workers if self.skip_plans > worker else 0
         local = 0
+        self._log_budget = self.max_logged_errors
         for pass_idx in count() if self.infinite else range(1):
             bad: Counter = Counter()
             for plan in self.plans(pass_idx, shard, n_shards, bad):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.model_loading import load_model, load_processor
 from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
-from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, warn_if_beyond_context
+from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
 from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate
 
 
@@ -125,6 +124,7 @@ class Evaluator:
         self.model = model.to(self.device).eval()
         self.option_ids = option_token_ids(self.processor.tokenizer)
         self.tokens = seconds_to_tokens(spec.original_audio_seconds, self.processor.feature_extractor)
+        self._warned_methods: set[str] = set()
 
     def _attach_adapters(self, model):
         from peft import PeftModel
@@ -202,10 +202,11 @@ class Evaluator:
         if self.spec.scoring == "logits":
             parts = [mcqa_prompt_ids(proc, n_audio, r.question, r.options, LOGITS_PREFIX) for r in recs]
             prefix = parts[0][0]
-            ids = torch.tensor([prefix])
-            with warnings.catch_warnings():
-                warnings.simplefilter("once")
-                warn_if_beyond_context(self.model, ids, torch.ones_like(ids))
+            method = current_config(self.model).method
+            if method not in self._warned_methods:
+                ids = torch.tensor([prefix])
+                if warn_if_beyond_context(self.model, ids, torch.ones_like(ids)):
+                    self._warned_methods.add(method)  # once per method is enough
             out = score_questions(self.model, prefix, [p[1] for p in parts], embeds, self.option_ids)
             return [(p.choice, "") for p in out]
         examples = [build_mcqa_example(proc, wav, r.question, r.options, name=r.id) for r in recs]
