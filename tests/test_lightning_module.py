@@ -1,7 +1,7 @@
 import torch
 
-from vlat.collate import model_inputs
 from vlat.data import MCQABatchStream, StreamSpec
+from vlat.heads import answer_loss
 from vlat.lightning_module import VLATModule
 
 
@@ -19,7 +19,7 @@ def test_lora_on_language_model_only_and_frozen_tower_builds_no_graph(tiny_model
     projector.register_forward_hook(lambda m, a, out: seen.update(projector=out.requires_grad))
     batch = next(iter(MCQABatchStream(StreamSpec(str(synth_dir), "train"), processor, 2, train=True)))
     module.model.train()
-    loss = module.model(**model_inputs(batch)).loss
+    loss = answer_loss(module.model, batch)  # the training step's loss
     loss.backward()
     assert seen == {"tower": False, "projector": False}  # frozen encoder: no activations kept for backward
     assert all(p.grad is not None for n, p in module.model.named_parameters() if p.requires_grad)

@@ -11,8 +11,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from vlat.audio import seconds_to_tokens
-from vlat.collate import model_inputs, padded_fraction
-from vlat.model_loading import LoraTargets, add_lora, load_model, load_processor
+from vlat.collate import padded_fraction
+from vlat.heads import answer_loss
+from vlat.model_loading import LoraTargets, load_model, load_processor, prepare_for_training
 from vlat.prompts import N_OPTIONS
 from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
 from vlat.scoring import option_token_ids, predict_logits
@@ -74,17 +75,14 @@ class VLATModule(L.LightningModule):
             return
         hp = self.hparams
         self.processor = load_processor(hp.model_name_or_path)
-        model = load_model(hp.model_name_or_path, hp.dtype, hp.attn_implementation)
-        model.requires_grad_(False)
-        model = add_lora(model, hp.lora_targets, hp.lora_rank, hp.lora_alpha, hp.lora_dropout)
-        if hp.gradient_checkpointing:
-            # transformers hooks every input-embedding layer to require grad, the audio tower's conv1 included,
-            # which makes the frozen encoder build a full autograd graph. Non-reentrant checkpointing needs no
-            # input gradients: drop those hooks so the tower and projector run graph-free (as under no_grad).
-            base = model.base_model.model
-            base.config.use_cache = False
-            base.activation_checkpointing_enable({"use_reentrant": False})
-            base.disable_input_require_grads()
+        model = prepare_for_training(
+            load_model(hp.model_name_or_path, hp.dtype, hp.attn_implementation),
+            hp.lora_targets,
+            hp.lora_rank,
+            hp.lora_alpha,
+            hp.lora_dropout,
+            hp.gradient_checkpointing,
+        )
         rope = AudioRopeConfig(
             method=hp.rope_method,
             original_audio_tokens=seconds_to_tokens(hp.original_audio_seconds, self.processor.feature_extractor),
@@ -132,8 +130,7 @@ class VLATModule(L.LightningModule):
         # pass the limit; VLAT's long virtual spans are by design
         if batch["input_ids"].shape[1] > self.max_positions and current_config(self.model).virtual_audio_tokens is None:
             warn_if_beyond_context(self.model, batch["input_ids"], batch["attention_mask"])
-        out = self.model(**model_inputs(batch))
-        loss = out.loss
+        loss = answer_loss(self.model, batch)  # logits at the answer tokens only, not all T x vocab
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}: stopping; checkpoints "

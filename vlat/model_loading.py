@@ -55,3 +55,28 @@ def add_lora(model, targets: LoraTargets = "qkvo", rank: int = 8, alpha: int = 1
         raise ValueError(f"lora_targets: {targets!r} is not one of {', '.join(LORA_TARGET_REGEX)}")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGET_REGEX[targets])
     return get_peft_model(model, config)
+
+
+def prepare_for_training(
+    model,
+    lora_targets: LoraTargets = "qkvo",
+    lora_rank: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.05,
+    gradient_checkpointing: bool = False,
+):
+    """Freeze ``model``, add LoRA to its language model and, optionally, non-reentrant activation checkpointing.
+
+    What ``VLATModule`` trains (and ``bench/train_step.py`` measures). Returns the PEFT-wrapped model.
+    """
+    model.requires_grad_(False)
+    model = add_lora(model, lora_targets, lora_rank, lora_alpha, lora_dropout)
+    if gradient_checkpointing:
+        # transformers hooks every input-embedding layer to require grad, the audio tower's conv1 included,
+        # which makes the frozen encoder build a full autograd graph. Non-reentrant checkpointing needs no
+        # input gradients: drop those hooks so the tower and projector run graph-free (as under no_grad).
+        base = model.base_model.model
+        base.config.use_cache = False
+        base.activation_checkpointing_enable({"use_reentrant": False})
+        base.disable_input_require_grads()
+    return model

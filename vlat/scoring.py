@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from vlat.collate import model_inputs
+from vlat.heads import backbone, logits_at
 from vlat.prompts import N_OPTIONS
 
 _PATTERNS = [re.compile(r"\((\d)\)"), re.compile(r"(\d)\)"), re.compile(r"(\d)\.")]
@@ -49,7 +50,10 @@ def predict_logits(model, batch: dict, option_ids: list[int]) -> list[Prediction
     """Predictions from one forward over a left-padded batch built with ``assistant_prefix="("``."""
     if not bool((batch["attention_mask"][:, -1] != 0).all()):
         raise ValueError("batch: logits scoring needs left padding (the last column must be real tokens)")
-    logits = model(**{k: v for k, v in model_inputs(batch).items() if k != "labels"}).logits[:, -1]  # (B, V)
+    inputs = {k: v for k, v in model_inputs(batch).items() if k != "labels"}
+    hidden = backbone(model, **inputs, use_cache=False).last_hidden_state  # no KV cache, no full-sequence logits
+    last = torch.full((hidden.shape[0],), hidden.shape[1] - 1)
+    logits = logits_at(model, hidden, last)  # (B, V)
     probs = logits[:, option_ids].float().softmax(-1)
     return [Prediction(int(p.argmax()), probs=p.tolist()) for p in probs]
 

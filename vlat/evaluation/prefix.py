@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from vlat.audio import audio_tokens_for_frames
+from vlat.heads import backbone, logits_at
 from vlat.rope import find_audio_model
 from vlat.scoring import Prediction
 
@@ -56,8 +57,9 @@ def score_questions(
     embeds = audio_model.get_input_embeddings()(ids)
     audio_mask = ids == audio_model.config.audio_token_id
     embeds = embeds.masked_scatter(audio_mask[..., None], audio_embeds.to(embeds.dtype))
-    out = model(input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids), use_cache=True)
-    cache = out.past_key_values
+    # prefill: the KV cache only, no logits over the prefix
+    prefill = backbone(model, input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids), use_cache=True)
+    cache = prefill.past_key_values
     n, width = len(suffixes), max(len(s) for s in suffixes)
     cache.batch_repeat_interleave(n)
     suffix = torch.full((n, width), 0, dtype=torch.long, device=device)
@@ -66,7 +68,7 @@ def score_questions(
     for i, s in enumerate(suffixes):  # right padding: pads sit after each row's last real token
         suffix[i, : len(s)] = torch.tensor(s, device=device)
         mask[i, ids.shape[1] : ids.shape[1] + len(s)] = 1
-    logits = model(input_ids=suffix, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+    hidden = backbone(model, input_ids=suffix, attention_mask=mask, past_key_values=cache, use_cache=True)
     last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
-    probs = logits[torch.arange(n, device=device), last][:, option_ids].float().softmax(-1)
+    probs = logits_at(model, hidden.last_hidden_state, last)[:, option_ids].float().softmax(-1)
     return [Prediction(int(p.argmax()), probs=p.tolist()) for p in probs]
