@@ -53,3 +53,84 @@ def write_results(name: str, results: dict, headline: dict[str, float]) -> Path:
     for key, value in headline.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     return path
+
+
+# -- full-size / tiny models and inputs of the GPU benchmarks ---------------------------------------------------------
+TEXT_PREFIX, TEXT_SUFFIX, ANSWER = 20, 140, 12  # prompt tokens before / after the audio; labelled answer tokens
+
+
+def bench_model(size: str, device: str, dtype: torch.dtype, attn: str, layers: int | None = None):
+    """Random-weight Qwen2-Audio: ``full`` = the published 7B architecture, built on ``device``; ``tiny`` = test size.
+
+    ``layers`` shrinks the full architecture's depth (text and audio) for quick checks.
+    """
+    from vlat.testing.full_size import build_random_model, qwen2_audio_7b_config
+    from vlat.testing.tiny_model import build_tiny_model, build_tokenizer
+
+    if size == "full":
+        return build_random_model(qwen2_audio_7b_config(layers, layers), device, dtype, attn)
+    model = build_tiny_model(build_tokenizer()).to(device, dtype)
+    model.set_attn_implementation(attn)
+    return model
+
+
+def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0) -> dict:
+    """One MCQA-shaped training example: random text ids around ``seconds`` of audio, random log-mel features.
+
+    Token counts follow the extractor's window arithmetic (30-s windows, 750 tokens each; a shorter last window).
+    """
+    from vlat.audio import audio_tokens_for_frames
+
+    g = torch.Generator().manual_seed(seed)
+    frames = round(seconds * 100)  # 10 ms hop
+    per_window = [min(3000, frames - w * 3000) for w in range(-(-frames // 3000))]
+    fmask = torch.zeros(len(per_window), 3000, dtype=torch.long)
+    for w, n in enumerate(per_window):
+        fmask[w, :n] = 1
+    n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
+
+    def text(n: int) -> torch.Tensor:  # ordinary tokens (byte tokens in the tiny vocabulary): never a special id
+        return torch.randint(0, 256, (n,), generator=g)
+
+    ids = torch.cat([text(TEXT_PREFIX), torch.full((n_audio,), audio_token_id), text(TEXT_SUFFIX)])
+    labels = torch.full_like(ids, -100)
+    labels[-ANSWER:] = ids[-ANSWER:]
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "input_features": torch.randn(len(per_window), 128, 3000, generator=g),
+        "feature_attention_mask": fmask,
+        "audio_tokens": n_audio,
+    }
+
+
+def to_device(batch: dict, device, dtype) -> dict:
+    return {
+        k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def matmul_peak(device: str, dtype: torch.dtype, n: int = 8192, repeats: int = 20) -> float:
+    """Measured dense matmul FLOP/s of this device: best of ``repeats`` n×n×n products (the MFU denominator)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = min(timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def peak_memory_gib() -> float | None:
+    """Peak CUDA memory allocated since the last reset, GiB (None on CPU)."""
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()

@@ -2,7 +2,8 @@
 
 Interleaved repeats in one process; the figure is the median of per-round ratios.
 
-    python bench/rope_overhead.py                    # tiny model, 15,000 audio tokens (10 min of Qwen2-Audio audio)
+    python bench/rope_overhead.py                    # 15,000 audio tokens (10 min of Qwen2-Audio audio): tiny model
+                                                     # on CPU, the full-size 7B architecture (random bf16) on CUDA
     python bench/rope_overhead.py --model DIR        # any Qwen2-Audio checkpoint directory
     python bench/rope_overhead.py --tiny             # smoke test (small input, 2 rounds)
 """
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, timed, write_results  # noqa: E402
+from common import bench_model, median, timed, write_results  # noqa: E402
 
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
@@ -30,23 +30,24 @@ METHODS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="checkpoint directory (default: a freshly written tiny model)")
+    ap.add_argument("--model", help="checkpoint directory (default: --size)")
+    ap.add_argument("--size", choices=["full", "tiny"], help="random-weight model; default: full on CUDA, tiny on CPU")
     ap.add_argument("--audio-tokens", type=int, default=15000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--tiny", action="store_true", help="smoke run: 1,500 audio tokens, 2 rounds")
     args = ap.parse_args()
     if args.tiny:
-        args.audio_tokens, args.rounds = 1500, 2
+        args.audio_tokens, args.rounds, args.size = 1500, 2, "tiny"
 
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from vlat.testing import write_tiny_model
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.model or write_tiny_model(Path(tmp) / "tiny")
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+    args.size = args.size or ("full" if device == "cuda" else "tiny")
+    if args.model:
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    else:
+        model = bench_model(args.size, device, dtype, "sdpa").eval()
     aid = model.config.audio_token_index
     windows = -(-args.audio_tokens // 750)
     ids = torch.tensor([[11] * 40 + [aid] * args.audio_tokens + [12] * 200], device=device)
@@ -81,7 +82,7 @@ def main() -> None:
             "audio_tokens": args.audio_tokens,
             "sequence_tokens": ids.shape[1],
             "rounds": args.rounds,
-            "model": str(args.model or "tiny"),
+            "model": str(args.model or args.size),
             "seconds": times,
             "median_seconds": {k: median(v) for k, v in times.items()},
         },

@@ -1,13 +1,29 @@
-"""Smoke runs of the benchmark scripts at tiny scale (figures themselves live in docs/benchmarks.md)."""
+"""Benchmarks: smoke runs of every script at tiny scale, and the MFU formula against torch's FLOP counter.
+
+The figures themselves live in docs/benchmarks.md.
+"""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from common import ANSWER, synthetic_example  # noqa: E402
+from flops import Arch, prefix_eval_flops, train_step_flops  # noqa: E402
+
+from vlat.collate import MCQACollator  # noqa: E402
+from vlat.evaluation import encode_audio, score_questions  # noqa: E402
+from vlat.heads import answer_loss  # noqa: E402
+from vlat.model_loading import prepare_for_training  # noqa: E402
+from vlat.testing.full_size import build_random_model, qwen2_audio_7b_config  # noqa: E402
+from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -17,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
         ("featurize.py", ["featurize_realtime_factor"]),
         ("prefix_eval.py", ["prefix_speedup_1", "prefix_speedup_5"]),
         ("padding.py", ["padding_fraction_random", "padding_fraction_bucketed"]),
+        ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
+        ("eval_throughput.py", ["questions_per_s/0.5min", "questions_per_s/1min"]),
     ],
 )
 def test_bench_script_tiny(tmp_path, script, keys):
@@ -24,10 +42,65 @@ def test_bench_script_tiny(tmp_path, script, keys):
         [sys.executable, str(ROOT / "bench" / script), "--tiny"],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "VLAT_BENCH_RESULTS": str(tmp_path)},
+        env={**os.environ, "VLAT_BENCH_RESULTS": str(tmp_path)},
     )
     assert res.returncode == 0, res.stderr[-2000:]
     last = res.stdout.strip().splitlines()[-1]
-    assert last.split(":")[0] == keys[-1] and float(last.split(":")[1]) > 0
+    name, value = last.rsplit(":", 1)
+    assert name == keys[-1] and float(value) > 0
     record = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert all(record[k] > 0 for k in keys) and record["machine"] and record["command"]
+    assert not any(run.get("oom") for run in record.get("runs", []))
+
+
+def test_full_size_architecture_has_the_published_parameter_count():
+    model = build_random_model(qwen2_audio_7b_config(), device="meta")
+    h, layers, ffn, vocab = 4096, 32, 11008, 156032
+    text_layer = 4 * h * h + 3 * h + 3 * h * ffn + 2 * h  # q/k/v (+bias), o, MLP, two RMSNorms
+    text = 2 * vocab * h + layers * text_layer + h  # embeddings, lm_head (untied), final norm
+    d, a_ffn = 1280, 5120
+    audio_layer = 4 * d * d + 3 * d + 2 * d * a_ffn + a_ffn + d + 2 * 2 * d  # k_proj has no bias; two LayerNorms
+    audio = (128 * 3 * d + d) + (d * 3 * d + d) + 1500 * d + 32 * audio_layer + 2 * d
+    projector = d * h + h
+    assert sum(p.numel() for p in model.parameters()) == text + audio + projector == 8_397_094_912
+    assert model.dtype == torch.bfloat16
+    assert model.model.audio_tower.conv1.weight.device.type == "meta"  # built where asked, nothing on the CPU
+
+
+@pytest.fixture(scope="module")
+def eager_tiny():
+    tok = build_tokenizer()
+    return lambda: build_tiny_model(tok).to(torch.float32).requires_grad_(False)
+
+
+@pytest.mark.parametrize("lora", ["q", "qkvo"])
+def test_train_step_flops_match_torch_flop_counter(eager_tiny, lora):
+    model = prepare_for_training(eager_tiny(), lora, 4, 8, 0.0, False)
+    model.base_model.model.set_attn_implementation("eager")  # attention as plain matmuls, which torch counts
+    audio_id = model.config.audio_token_index
+    batch = MCQACollator(0)([synthetic_example(audio_id, 45, seed=s) for s in range(2)])
+    with FlopCounterMode(display=False) as counter:
+        answer_loss(model, batch).backward()
+    seq_len, windows = batch["input_ids"].shape[1], batch["input_features"].shape[0] // 2
+    want = train_step_flops(Arch.from_config(model.config), seq_len, windows, 2, lora, 4, ANSWER, attention="full")
+    assert counter.get_total_flops() == want
+    # causal counting (used for MFU) drops half of the language model's T x T products, forward and backward
+    arch = Arch.from_config(model.config)
+    causal = train_step_flops(arch, seq_len, windows, 2, lora, 4, ANSWER)
+    backward_layers = 2 * arch.layers if lora == "qkvo" else 2 * arch.layers - 1  # layer 0: no dK/dV without k/v LoRA
+    half = 2 * seq_len**2 * arch.q_dim  # one layer's forward attention, halved
+    assert want - causal == pytest.approx(2 * half * (arch.layers + backward_layers))
+
+
+def test_prefix_eval_flops_match_torch_flop_counter(eager_tiny):
+    model = eager_tiny().eval()
+    model.set_attn_implementation("eager")
+    ex = synthetic_example(model.config.audio_token_index, 45)
+    ids = ex["input_ids"].tolist()
+    prefix, suffix = ids[:-140], ids[-140:]
+    suffixes = [suffix, suffix[:100]]
+    with FlopCounterMode(display=False) as counter:
+        embeds = encode_audio(model, ex["input_features"], ex["feature_attention_mask"])
+        score_questions(model, prefix, suffixes, embeds, [49, 50, 51, 52])
+    want = prefix_eval_flops(Arch.from_config(model.config), len(prefix), 2, [140, 100], attention="full")
+    assert counter.get_total_flops() == want
