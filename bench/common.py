@@ -134,3 +134,31 @@ def free_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+
+
+def add_full_size_args(ap) -> None:
+    """Options shared by the full-size GPU benchmarks."""
+    from vlat.cliargs import csv_list
+
+    ap.add_argument("--size", choices=["full", "tiny"], help="default: full on CUDA, tiny on CPU")
+    ap.add_argument("--layers", type=int, help="shrink the full model's depth (text and audio) for quick checks")
+    ap.add_argument("--minutes", type=csv_list(float), default=[2.0, 5.0, 10.0], help="audio lengths")
+    ap.add_argument("--tag", help="results file bench/results/<benchmark>-TAG.json (keeps split runs apart)")
+
+
+def full_size_setup(args) -> tuple[str, torch.dtype, float]:
+    """Device and dtype (bf16 on CUDA, fp32 on CPU), ``args.size`` resolved, the measured matmul peak (FLOP/s)."""
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    args.size = args.size or ("full" if cuda else "tiny")
+    peak = matmul_peak(device, dtype, *((8192, 20) if cuda else (1024, 5)))
+    print(f"measured {dtype} matmul peak: {peak / 1e12:.1f} TFLOP/s", flush=True)
+    return device, dtype, peak
+
+
+def results_name(benchmark: str, args) -> str:
+    return benchmark + ("_tiny" if args.tiny else "") + (f"-{args.tag}" if args.tag else "")
+
+
+def gib_text(gib: float | None) -> str:
+    return "n/a" if gib is None else f"{gib:.1f} GiB"

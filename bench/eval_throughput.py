@@ -22,18 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     TEXT_PREFIX,
     TEXT_SUFFIX,
+    add_full_size_args,
     bench_model,
     free_memory,
-    matmul_peak,
+    full_size_setup,
+    gib_text,
     median,
     peak_memory_gib,
+    results_name,
     synthetic_example,
     timed,
     write_results,
 )
 from flops import Arch, mfu, prefix_eval_flops  # noqa: E402
 
-from vlat.cliargs import csv_list  # noqa: E402
 from vlat.evaluation import encode_audio, score_questions  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
@@ -78,21 +80,15 @@ def measure(model, minutes: float, questions: int, rounds: int, device, peak: fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=["full", "tiny"], help="default: full on CUDA, tiny on CPU")
-    ap.add_argument("--layers", type=int, help="shrink the full model's depth (text and audio) for quick checks")
-    ap.add_argument("--minutes", type=csv_list(float), default=[2.0, 5.0, 10.0])
+    add_full_size_args(ap)
     ap.add_argument("--questions", type=int, default=5, help="questions per recording (YODAS2-MCQA: 5)")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny model, 30 s and 1 min, 2 rounds")
     args = ap.parse_args()
-    cuda = torch.cuda.is_available()
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     if args.tiny:
         args.size, args.minutes, args.rounds = "tiny", [0.5, 1.0], 2
-    args.size = args.size or ("full" if cuda else "tiny")
-
-    peak = matmul_peak(device, dtype, *((8192, 20) if cuda else (1024, 5)))
+    device, dtype, peak = full_size_setup(args)
     model = bench_model(args.size, device, dtype, args.attn, args.layers).eval()
     apply_audio_rope(model, AudioRopeConfig("partial_pi", original_audio_tokens=750))
     results = []
@@ -102,15 +98,14 @@ def main() -> None:
         if res["oom"]:
             print(f"{minutes:g} min: out of memory", flush=True)
         else:
-            mem = f"{res['peak_memory_gib']:.1f} GiB" if res["peak_memory_gib"] is not None else "n/a"
             print(
-                f"{minutes:g} min: {res['questions_per_s']:.2f} questions/s, "
-                f"{res['median_seconds_per_recording']:.3f} s/recording, peak {mem}, MFU {res['mfu']:.1%}",
+                f"{minutes:g} min: {res['questions_per_s']:.2f} questions/s, {res['median_seconds_per_recording']:.3f} "
+                f"s/recording, peak {gib_text(res['peak_memory_gib'])}, MFU {res['mfu']:.1%}",
                 flush=True,
             )
     headline = {f"questions_per_s/{r['minutes']:g}min": r["questions_per_s"] for r in results if not r["oom"]}
     write_results(
-        "eval_throughput" + ("_tiny" if args.tiny else ""),
+        results_name("eval_throughput", args),
         {
             "size": args.size,
             "layers": args.layers,

@@ -35,11 +35,14 @@ from common import (  # noqa: E402
     ANSWER,
     TEXT_PREFIX,
     TEXT_SUFFIX,
+    add_full_size_args,
     bench_model,
     free_memory,
-    matmul_peak,
+    full_size_setup,
+    gib_text,
     median,
     peak_memory_gib,
+    results_name,
     synthetic_example,
     timed,
     to_device,
@@ -138,9 +141,7 @@ def measure(base, cfg: StepConfig, args, device, dtype, peak: float) -> tuple[ob
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=["full", "tiny"], help="default: full on CUDA, tiny on CPU")
-    ap.add_argument("--layers", type=int, help="shrink the full model's depth (text and audio) for quick checks")
-    ap.add_argument("--minutes", type=csv_list(float), default=[2.0, 5.0, 10.0])
+    add_full_size_args(ap)
     ap.add_argument("--lora", type=csv_list(str), default=["q", "qkvo"])
     ap.add_argument("--checkpointing", type=csv_list(str), default=["on", "off"])
     ap.add_argument(
@@ -154,23 +155,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny model, 30 s audio, 1 warm-up + 2 steps")
     args = ap.parse_args()
-    cuda = torch.cuda.is_available()
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     if args.tiny:
         args.size, args.minutes, args.checkpointing, args.mfu_batch, args.mfu_minutes = "tiny", [0.5], ["on"], 2, 0.5
         args.warmup, args.steps = 1, 2
-    args.size = args.size or ("full" if cuda else "tiny")
     for flag, values, allowed in (
         ("--lora", args.lora, {"q", "qkvo"}),
         ("--checkpointing", args.checkpointing, {"on", "off"}),
     ):
         if not values or set(values) - allowed:
             ap.error(f"{flag}: expected a comma-separated subset of {sorted(allowed)}, got {values}")
-    flash = importlib.util.find_spec("flash_attn") is not None and cuda
+    device, dtype, peak = full_size_setup(args)
+    flash = importlib.util.find_spec("flash_attn") is not None and device == "cuda"
     args.attn = args.attn or (["sdpa", "flash_attention_2"] if flash else ["sdpa"])
-
-    peak = matmul_peak(device, dtype, *((8192, 20) if cuda else (1024, 5)))
-    print(f"measured {dtype} matmul peak: {peak / 1e12:.1f} TFLOP/s", flush=True)
     results = []
     for attn in args.attn:
         base = bench_model(args.size, device, dtype, attn, args.layers)
@@ -180,10 +176,9 @@ def main() -> None:
             if res["oom"]:
                 print(f"{cfg.name}: out of memory", flush=True)
             else:
-                mem = f"{res['peak_memory_gib']:.1f} GiB" if res["peak_memory_gib"] is not None else "n/a"
                 print(
                     f"{cfg.name}: {res['train_step_s']:.3f} s/step, {res['audio_seconds_per_s']:.0f} audio-s/s, "
-                    f"{res['tokens_per_s']:.0f} tok/s, peak {mem}, MFU {res['mfu']:.1%}",
+                    f"{res['tokens_per_s']:.0f} tok/s, peak {gib_text(res['peak_memory_gib'])}, MFU {res['mfu']:.1%}",
                     flush=True,
                 )
         del base
@@ -202,7 +197,7 @@ def main() -> None:
     for r in target:
         headline[f"mfu/{r['config']}"] = r["mfu"]
     write_results(
-        "train_step" + ("_tiny" if args.tiny else ""),
+        results_name("train_step", args),
         {
             "size": args.size,
             "layers": args.layers,
