@@ -51,7 +51,7 @@ from common import (  # noqa: E402
 from flops import Arch, mfu, train_step_flops  # noqa: E402
 
 from vlat.cliargs import csv_list  # noqa: E402
-from vlat.collate import MCQACollator  # noqa: E402
+from vlat.collate import MCQACollator, model_inputs  # noqa: E402
 from vlat.heads import answer_loss  # noqa: E402
 from vlat.model_loading import prepare_for_training  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
@@ -96,9 +96,14 @@ def measure(base, cfg: StepConfig, args, device, dtype, peak: float) -> tuple[ob
     assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
     opt = torch.optim.AdamW(params, lr=1e-5)
 
+    def loss():
+        if args.loss == "stock":  # Qwen2AudioForConditionalGeneration's own loss: logits at every position
+            return model(**model_inputs(micro)).loss
+        return answer_loss(model, micro)
+
     def step():
         for _ in range(cfg.batch):
-            (answer_loss(model, micro) / cfg.batch).backward()
+            (loss() / cfg.batch).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -111,8 +116,9 @@ def measure(base, cfg: StepConfig, args, device, dtype, peak: float) -> tuple[ob
         step_s = median(times)
         seq_len = micro["input_ids"].shape[1]
         windows = micro["input_features"].shape[0]
+        logit_tokens = seq_len if args.loss == "stock" else ANSWER
         flops = train_step_flops(
-            Arch.from_config(base.config), seq_len, windows, cfg.batch, cfg.lora, args.rank, ANSWER
+            Arch.from_config(base.config), seq_len, windows, cfg.batch, cfg.lora, args.rank, logit_tokens
         )
         result.update(
             oom=False,
@@ -151,6 +157,12 @@ def main() -> None:
     ap.add_argument("--mfu-batch", type=int, default=8, help="extra 2-min qkvo runs at this accumulated batch; 0: none")
     ap.add_argument("--mfu-minutes", type=float, default=2.0)
     ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument(
+        "--loss",
+        choices=["answer", "stock"],
+        default="answer",
+        help="answer: vlat.heads.answer_loss (what train.py runs); stock: the model's own full-sequence-logits loss",
+    )
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny model, 30 s audio, 1 warm-up + 2 steps")
@@ -202,6 +214,7 @@ def main() -> None:
             "size": args.size,
             "layers": args.layers,
             "dtype": str(dtype),
+            "loss": args.loss,
             "matmul_peak_flops": peak,
             "flash_attn_installed": flash,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

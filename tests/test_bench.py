@@ -34,12 +34,13 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
         ("prefix_eval.py", ["prefix_speedup_1", "prefix_speedup_5"]),
         ("padding.py", ["padding_fraction_random", "padding_fraction_bucketed"]),
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
+        ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("eval_throughput.py", ["questions_per_s/0.5min", "questions_per_s/1min"]),
     ],
 )
 def test_bench_script_tiny(tmp_path, script, keys):
     res = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--tiny"],
+        [sys.executable, str(ROOT / "bench" / script.split()[0]), "--tiny", *script.split()[1:]],
         capture_output=True,
         text=True,
         env={**os.environ, "VLAT_BENCH_RESULTS": str(tmp_path)},
