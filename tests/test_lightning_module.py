@@ -1,8 +1,8 @@
 import torch
 
 from vlat.data import MCQABatchStream, StreamSpec
-from vlat.heads import answer_loss
 from vlat.lightning_module import VLATModule
+from vlat.lm_head import answer_loss
 
 
 def test_lora_on_language_model_only_and_frozen_tower_builds_no_graph(tiny_model_dir, synth_dir, processor):

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vlat.audio import seconds_to_tokens
 from vlat.collate import padded_fraction
-from vlat.heads import answer_loss
+from vlat.lm_head import answer_loss
 from vlat.model_loading import LoraTargets, load_model, load_processor, prepare_for_training
 from vlat.prompts import N_OPTIONS
 from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context

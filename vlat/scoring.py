@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from vlat.collate import model_inputs
-from vlat.heads import backbone, logits_at
+from vlat.lm_head import backbone, logits_at
 from vlat.prompts import N_OPTIONS
 
 _PATTERNS = [re.compile(r"\((\d)\)"), re.compile(r"(\d)\)"), re.compile(r"(\d)\.")]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from vlat.audio import audio_tokens_for_frames
-from vlat.heads import backbone, logits_at
+from vlat.lm_head import backbone, logits_at
 from vlat.rope import find_audio_model
 from vlat.scoring import Prediction
 

@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlat.collate import model_inputs
 from vlat.data import MCQABatchStream, StreamSpec
-from vlat.heads import answer_loss, backbone, logits_at
+from vlat.lm_head import answer_loss, backbone, logits_at
 from vlat.model_loading import prepare_for_training
 from vlat.rope import AudioRopeConfig, apply_audio_rope
 
