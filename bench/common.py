@@ -80,6 +80,7 @@ def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0) -> dic
     Token counts follow the extractor's window arithmetic (30-s windows, 750 tokens each; a shorter last window).
     """
     from vlat.audio import audio_tokens_for_frames
+    from vlat.prompts import IGNORE_INDEX
 
     g = torch.Generator().manual_seed(seed)
     frames = round(seconds * 100)  # 10 ms hop
@@ -93,7 +94,7 @@ def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0) -> dic
         return torch.randint(0, 256, (n,), generator=g)
 
     ids = torch.cat([text(TEXT_PREFIX), torch.full((n_audio,), audio_token_id), text(TEXT_SUFFIX)])
-    labels = torch.full_like(ids, -100)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     labels[-ANSWER:] = ids[-ANSWER:]
     return {
         "input_ids": ids,
