@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file with any of these options")
     p.add_argument("--model", help="base model: hub id or local directory")
     p.add_argument("--adapter", action="append", default=[], help="PEFT adapter dir or .ckpt; LABEL=PATH; repeatable")
-    p.add_argument("--data", help="hub dataset id, local directory or table file")
+    p.add_argument("--data", help="hub dataset id, local mirror of its layout, local directory or table file")
     p.add_argument("--split", default="test")
     p.add_argument(
         "--methods",
@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original-audio-seconds", type=float, default=30.0, help="familiar window (30 s; 120 = observed)")
     p.add_argument("--cutoff-dim", type=int, default=0, help="Partial YaRN cutoff (partial_yarn only)")
     p.add_argument("--temperature", type=float, default=1.0, help="Partial YaRN temperature (partial_yarn only)")
-    p.add_argument("--lengths", type=csv_list(float), default=[1.0, 2.0, 5.0, 10.0], help="buckets in minutes (0.5 ok)")
+    p.add_argument(
+        "--lengths",
+        type=csv_list(float),
+        default=None,
+        help="buckets in minutes (0.5 ok); default: every length the data has (its clip-length folders, else 1,2,5,10)",
+    )
     p.add_argument("--scoring", choices=["logits", "generate"], default="logits")
     p.add_argument("--max-questions", type=int, default=None, help="stop after this many questions (quick checks)")
     p.add_argument("--dtype", default="auto")

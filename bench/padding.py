@@ -3,8 +3,9 @@
 The mix follows YODAS2-MCQA's construction (paper, Appendix D.3 and Figure 2): recordings chunked to 1, 2, 5 and
 10 minutes, plus the incomplete remainder chunks (uniform below each bucket), five questions per recording. Sequence
 length = audio tokens (25 per second) + ~160 text tokens. Batches come from the training stream's own planner
-(``MCQABatchStream.plans``: shuffle buffer, then length bucketing); "random" is the same stream with bucketing off
-(a bucket buffer of one batch). Metadata only: no audio is decoded.
+(``MCQABatchStream.plans``: rows shuffled, then sorted by length within windows of ``bucket_buffer`` rows); "random"
+is the same stream with bucketing off (a window of one batch). Metadata only: there are no audio files, so the
+duration that the stream would read from each file's header is looked up in the generated table instead.
 
     python bench/padding.py               # 4,000 recordings, batch 8, bucket buffer 256 (the data module default)
     python bench/padding.py --tiny
@@ -23,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
-from vlat.data import MCQABatchStream, StreamSpec  # noqa: E402
+from vlat.data import MCQABatchStream, StreamSpec, records  # noqa: E402
 
 TEXT_TOKENS = 160
 TOKENS_PER_SECOND = 25
@@ -50,7 +51,6 @@ def main() -> None:
     ap.add_argument("--recordings", type=int, default=4000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--bucket-buffer", type=int, default=256)
-    ap.add_argument("--shuffle-buffer", type=int, default=1000)
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     if args.tiny:
@@ -78,6 +78,8 @@ def main() -> None:
                     }
                     f.write(json.dumps(row) + "\n")
         spec = StreamSpec(tmp, "train")
+        seconds = {str(Path(tmp) / "audio" / f"r{i}.flac"): float(d) for i, d in enumerate(durations)}
+        records.audio_duration = lambda src, name: seconds[src]  # no audio files: the table's durations stand in
 
         def stream(bucket_buffer):
             return MCQABatchStream(
@@ -85,7 +87,6 @@ def main() -> None:
                 _Processor,
                 args.batch_size,
                 train=True,
-                shuffle_buffer=args.shuffle_buffer,
                 bucket_buffer=bucket_buffer,
             )
 
@@ -98,7 +99,6 @@ def main() -> None:
             "questions": 5 * args.recordings,
             "batch_size": args.batch_size,
             "bucket_buffer": args.bucket_buffer,
-            "shuffle_buffer": args.shuffle_buffer,
             "mix": "1/2/5/10 min with p=0.4/0.3/0.2/0.1, 20% remainder chunks",
         },
         {"padding_fraction_random": random_, "padding_fraction_bucketed": bucketed},

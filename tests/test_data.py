@@ -1,11 +1,15 @@
 import json
 import shutil
+from collections import Counter
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from vlat.collate import padded_fraction
-from vlat.data import ColumnMapping, MCQABatchStream, StreamSpec, normalize, open_rows
-from vlat.data.records import in_holdout, nearest_bucket
+from vlat.data import ColumnMapping, MCQABatchStream, StreamSpec, normalize, read_rows, resolve
+from vlat.data.records import in_holdout, nearest_bucket, parse_inline_question, parse_label
+from vlat.data.sources import SourceError
 from vlat.errors import BadSampleError
 
 
@@ -13,7 +17,12 @@ def _rows(d, split="train"):
     return [json.loads(x) for x in open(d / f"{split}.jsonl")]
 
 
-def test_three_layouts(synth_dir, tmp_path):
+def _first_row(source: str, split: str = "train") -> dict:
+    src = resolve(source, split)
+    return next(read_rows(src, src.units[0]))
+
+
+def test_four_layouts(synth_dir, yodas2_dir, tmp_path):
     row = _rows(synth_dir)[0]
     rec = normalize(row, ColumnMapping(), synth_dir)
     assert rec.options == row["choices"] and rec.answer == row["answer"] and rec.video_id == row["video_id"]
@@ -37,23 +46,107 @@ def test_three_layouts(synth_dir, tmp_path):
     ref.write_text(
         json.dumps({"annotation": [{"path": str(synth_dir / row["audio"]), "Q": q, "text": "3", "task": "QA"}]})
     )
-    rows, base = open_rows(str(ref), "test")
-    rec = normalize(next(rows), ColumnMapping(), base)
+    rec = normalize(_first_row(str(ref), "test"), ColumnMapping(), tmp_path)
     assert (rec.question, rec.options, rec.answer) == ("Which tone?", ["amber", "blue", "coral", "dune"], 2)
     assert rec.duration == row["duration"]  # from the audio header: no duration column there
+    # the published layout: inline waveform, options inline, label 1-4
+    raw = _first_row(str(yodas2_dir))
+    rec = normalize(raw, ColumnMapping(), None)
+    assert isinstance(rec.audio, tuple) and rec.audio[1] == 16000 and rec.duration == len(raw["audio_array"]) / 16000
+    assert len(rec.options) == 4 and rec.answer == int(raw["label"]) - 1
+    assert "Provide only" not in rec.question and rec.id == "0.5/train-00000-of-00002.parquet#0"
 
 
-def test_missing_columns_are_named(synth_dir):
+def test_inline_question_parsing_by_hand():
+    stem, opts = parse_inline_question(
+        "What is said first? Provide only the choice number and the statement.\n(1) a cat\n(2) a dog\n(3) two\n(4) x",
+        "r",
+    )
+    assert (stem, opts) == ("What is said first?", ["a cat", "a dog", "two", "x"])
+    stem, opts = parse_inline_question(
+        "Who speaks?\n(1) Ann\n(2) Bob (the host)\n(3) Cy\n(4) Di\nProvide only the choice number and the statement.",
+        "r",
+    )
+    assert (stem, opts) == ("Who speaks?", ["Ann", "Bob (the host)", "Cy", "Di"])
+    for bad in (
+        "No options here",
+        "Q?\n(1) a\n(2) b\n(3) c",
+        "Q?\n(1) a\n(3) b\n(2) c\n(4) d",
+        "Q?\n(1) a\n(2)\n(3) c\n(4) d",
+    ):
+        with pytest.raises(BadSampleError) as e:
+            parse_inline_question(bad, "r")
+        assert e.value.reason == "bad_options"
+    assert [parse_label(x, "r") for x in ("1", 4, " 2 ", "(3)")] == [0, 3, 1, 2]
+    for bad in (0, 7, "7", "two", ""):
+        with pytest.raises(BadSampleError, match="label"):
+            parse_label(bad, "r")
+
+
+def test_missing_columns_and_sources_are_named(synth_dir, yodas2_dir):
     with pytest.raises(BadSampleError, match="no known MCQA layout"):
         normalize({"id": "x", "audio": "a.wav", "question": "Q?"}, ColumnMapping(), synth_dir)
     with pytest.raises(BadSampleError, match="missing column 'question'") as err:
         normalize({"id": "x9", "audio": "a.wav", "choices": list("abcd"), "answer": 0}, ColumnMapping(), synth_dir)
     assert "x9" in str(err.value)
-    with pytest.raises(FileNotFoundError, match="no valid.jsonl"):
-        open_rows(str(synth_dir), "valid")
+    with pytest.raises(SourceError, match="no valid.jsonl"):
+        resolve(str(synth_dir), "valid")
+    with pytest.raises(SourceError, match=r"lengths \[10.0\]: no such clip-length folder \(present: \[0.5, 1.0\]"):
+        resolve(str(yodas2_dir), "train", [10.0])
+    with pytest.raises(SourceError, match="no such file or directory"):
+        resolve("./not/here", "train")
 
 
-def test_buckets_and_video_holdout():
+def test_mirror_lengths_pick_folders_and_units_come_from_footers(yodas2_dir):
+    everything = resolve(str(yodas2_dir), "train")
+    assert everything.folder_lengths == (0.5, 1.0)
+    assert {u.folder_minutes for u in everything.units} == {0.5, 1.0}
+    want = sum(pq.ParquetFile(p).metadata.num_rows for p in yodas2_dir.glob("*/train-*.parquet"))
+    assert everything.num_rows == want == 30  # 3 train recordings x 5 questions x 2 lengths
+    assert len(everything.units) > 4  # row groups of 8 rows: several units per shard
+    one = resolve(str(yodas2_dir), "train", [1.0])
+    assert {u.folder_minutes for u in one.units} == {1.0} and one.num_rows == 15
+
+
+def test_hub_id_goes_through_the_same_reader(yodas2_dir, monkeypatch):
+    """The hub path (HfFileSystem) is the local-mirror code with another filesystem: point it at the mirror."""
+    from fsspec.implementations.dirfs import DirFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+
+    import vlat.data.sources as sources
+
+    hub_root = yodas2_dir.parent / "hub"
+    (hub_root / "datasets" / "yophis").mkdir(parents=True)
+    (hub_root / "datasets" / "yophis" / "yodas2-mcqa").symlink_to(yodas2_dir)
+    monkeypatch.setattr(
+        sources, "filesystem", lambda hub: DirFileSystem(str(hub_root), LocalFileSystem()) if hub else LocalFileSystem()
+    )
+    hub = resolve("yophis/yodas2-mcqa", "test", [1.0])
+    local = resolve(str(yodas2_dir), "test", [1.0])
+    assert hub.hub and [(u.name, u.row_group, u.num_rows) for u in hub.units] == [
+        (u.name, u.row_group, u.num_rows) for u in local.units
+    ]
+    recs = [normalize(r, ColumnMapping(), None) for u in hub.units for r in read_rows(hub, u)]
+    assert [r.id for r in recs] == [
+        normalize(r, ColumnMapping(), None).id for u in local.units for r in read_rows(local, u)
+    ]
+
+
+def test_duration_comes_from_the_audio_not_the_row(synth_dir, tmp_path):
+    row = {**_rows(synth_dir)[0], "duration": 600.0}  # the row lies: the file is 30 s
+    rec = normalize(row, ColumnMapping(), synth_dir)
+    assert rec.duration == pytest.approx(30.0) and nearest_bucket(rec.duration, [0.5, 1, 2, 5, 10]) == 0.5
+
+
+def test_recording_ids_group_a_recordings_questions(yodas2_dir):
+    src = resolve(str(yodas2_dir), "test")
+    recs = [normalize(r, ColumnMapping(), None) for u in src.units for r in read_rows(src, u)]
+    by_recording = Counter(r.recording_id for r in recs)
+    assert len(recs) == 10 and sorted(by_recording.values()) == [5, 5]  # 2 test recordings, five questions each
+    assert all(r.video_id == r.recording_id for r in recs)  # no video column: the split is recording-level
+
+
+def test_buckets_and_holdout():
     assert nearest_bucket(75, [1, 2, 5, 10]) == 1 and nearest_bucket(100, [1, 2, 5, 10]) == 2
     assert nearest_bucket(30, [0.5, 1, 2]) == 0.5
     videos = [f"v{i}" for i in range(2000)]
@@ -73,14 +166,28 @@ def _stream(processor, source, **kw):
     )
 
 
-def test_lengths_filter_and_holdout_split(synth_dir, processor):
-    only_short = list(_stream(processor, synth_dir, lengths=[0.5], shuffle_buffer=1))
-    assert only_short and all(d == 30.0 for b in only_short for d in b["duration"])
-    keep = {v for b in _stream(processor, synth_dir, holdout_fraction=0.5) for v in b["video_id"]}
+def test_lengths_filter_and_holdout_split(synth_dir, yodas2_dir, processor):
+    only_short = list(_stream(processor, synth_dir, lengths=[0.5]))
+    assert only_short and all(d == 30.0 for b in only_short for d in b.get("duration", []))
+    assert sum(b["filtered"] for b in only_short) == sum(r["duration"] != 30.0 for r in _rows(synth_dir))
+    keep = {v for b in _stream(processor, synth_dir, holdout_fraction=0.5) for v in b.get("video_id", [])}
     held = {
-        v for b in _stream(processor, synth_dir, holdout_fraction=0.5, holdout_side="holdout") for v in b["video_id"]
+        v
+        for b in _stream(processor, synth_dir, holdout_fraction=0.5, holdout_side="holdout")
+        for v in b.get("video_id", [])
     }
     assert keep and held and not keep & held
+    # without video ids the held-out split is by recording: a recording's five questions stay together
+    sides = [
+        Counter(
+            r
+            for b in _stream(processor, yodas2_dir, holdout_fraction=0.5, holdout_side=side)
+            for r in b.get("recording_id", [])
+        )
+        for side in ("keep", "holdout")
+    ]
+    assert sides[0] and sides[1] and not set(sides[0]) & set(sides[1])
+    assert all(n == 5 for side in sides for n in side.values())
 
 
 def test_bad_samples_are_skipped_and_counted(synth_dir, processor, tmp_path, caplog):
@@ -97,36 +204,73 @@ def test_bad_samples_are_skipped_and_counted(synth_dir, processor, tmp_path, cap
     with open(d / "train.jsonl", "w") as f:
         for r in rows[:6] + bad:
             f.write(json.dumps(r) + "\n")
+        f.write("{not json\n")
     with caplog.at_level("WARNING", logger="vlat.data"):
-        batches = list(_stream(processor, d, batch_size=4, shuffle_buffer=1))
-    skipped = sum(sum(b["skipped"].values()) for b in batches)
-    reasons = {k for b in batches for k in b["skipped"]}
-    assert skipped == 4 and reasons == {"corrupt_audio", "missing_audio", "bad_options", "missing_field"}
+        batches = list(_stream(processor, d, batch_size=4))
+    skipped = Counter()
+    for b in batches:
+        skipped.update(b["skipped"])
+    assert skipped == {"corrupt_audio": 1, "missing_audio": 1, "bad_options": 1, "missing_field": 1, "bad_json": 1}
     assert sum(b["n"] for b in batches) == 6
     assert "corrupt" in caplog.text and "noq" in caplog.text
 
 
+def _write_bad_yodas2(path, good_wave):
+    opts = "\n(1) a\n(2) b\n(3) c\n(4) d"
+    rows = [
+        (good_wave, "Q0?" + opts, "1", None),
+        ([], "Q1?" + opts, "2", "empty_audio"),
+        ([0.1, float("nan")] * 8000, "Q2?" + opts, "2", "nan_audio"),
+        (good_wave, "Q3? (1) a (2) b", "1", "bad_options"),
+        (good_wave, "Q4?" + opts, "0", "bad_answer"),
+        (good_wave, "Q5?" + opts, "7", "bad_answer"),
+        (good_wave, None, "1", "missing_field"),
+        (good_wave, "Q7? Provide only the choice number and the statement." + opts, "4", None),
+    ]
+    table = pa.table(
+        {
+            "audio_array": pa.array([r[0] for r in rows], type=pa.list_(pa.float32())),
+            "sampling_rate": pa.array([16000] * len(rows), type=pa.int64()),
+            "question": pa.array([r[1] for r in rows], type=pa.string()),
+            "label": [r[2] for r in rows],
+            "extra_column": list(range(len(rows))),  # unknown columns are ignored
+        }
+    )
+    path.mkdir(parents=True)
+    pq.write_table(table, path / "train-00000-of-00001.parquet", row_group_size=3)
+    return Counter(r[3] for r in rows if r[3])
+
+
+def test_bad_rows_of_the_published_layout_skipped_by_reason(yodas2_dir, processor, tmp_path):
+    wave = normalize(_first_row(str(yodas2_dir)), ColumnMapping(), None).audio[0][: 16000 * 5]
+    want = _write_bad_yodas2(tmp_path / "bad" / "0.1", wave)
+    from torch.utils.data import DataLoader
+
+    stream = _stream(processor, tmp_path / "bad", batch_size=2)
+    batches = list(DataLoader(stream, batch_size=None, num_workers=2))  # never crashes a worker
+    got = Counter()
+    for b in batches:
+        got.update(b["skipped"])
+    assert got == want and sum(b["n"] for b in batches) == 2
+
+
 def test_length_bucketing_keeps_padding_low(synth_dir, processor):
-    bucketed = [b for b in _stream(processor, synth_dir, batch_size=4, bucket_buffer=40, shuffle_buffer=40) if b["n"]]
+    bucketed = [b for b in _stream(processor, synth_dir, batch_size=4, bucket_buffer=40) if b["n"]]
     frac = sum(padded_fraction(b["attention_mask"]) * b["n"] for b in bucketed) / sum(b["n"] for b in bucketed)
     assert frac < 0.10
-    no_bucket = [b for b in _stream(processor, synth_dir, batch_size=4, bucket_buffer=4, shuffle_buffer=40) if b["n"]]
+    no_bucket = [b for b in _stream(processor, synth_dir, batch_size=4, bucket_buffer=4) if b["n"]]
     frac_random = sum(padded_fraction(b["attention_mask"]) * b["n"] for b in no_bucket) / sum(b["n"] for b in no_bucket)
     assert frac_random > frac
 
 
-def test_resume_skips_consumed_batches(synth_dir, processor):
-    full = [b["id"] for b in _stream(processor, synth_dir, seed=3)]
-    resumed = _stream(processor, synth_dir, seed=3)
-    resumed.skip_plans = 5
-    assert [b["id"] for b in resumed] == full[5:]
-    assert full != [b["id"] for b in _stream(processor, synth_dir, seed=4)]
+def test_a_recording_is_decoded_once_per_batch(yodas2_dir, processor, monkeypatch):
+    import vlat.data.stream as stream_mod
 
-
-def test_ranks_get_disjoint_shards(synth_dir, processor):
-    ids = [[i for b in _stream(processor, synth_dir, world_size=2, rank=r) for i in b["id"]] for r in (0, 1)]
-    everything = [i for b in _stream(processor, synth_dir) for i in b["id"]]
-    assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == sorted(everything)
+    calls = []
+    real = stream_mod.encode_recording
+    monkeypatch.setattr(stream_mod, "encode_recording", lambda *a, **k: calls.append(1) or real(*a, **k))
+    batches = [b for b in _stream(processor, yodas2_dir, split="test", train=False, batch_size=5) if b["n"]]
+    assert len(calls) == sum(len(set(b["recording_id"])) for b in batches) < sum(b["n"] for b in batches)
 
 
 def test_validation_batches_are_left_padded_with_prefix(synth_dir, processor):
@@ -135,31 +279,19 @@ def test_validation_batches_are_left_padded_with_prefix(synth_dir, processor):
     assert processor.tokenizer.decode(b["input_ids"][0, -1:]) == "("
 
 
-def test_parquet_source(synth_dir, processor, tmp_path):
+def test_training_target_ends_with_im_end(yodas2_dir, processor):
+    b = next(b for b in _stream(processor, yodas2_dir) if b["n"])
+    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for labels in b["labels"]:
+        kept = labels[labels != -100]
+        assert int(kept[-1]) == end and processor.tokenizer.decode(kept[:-1]).startswith("(")
+
+
+def test_parquet_table_source(synth_dir, processor, tmp_path):
     import pandas as pd
 
     d = tmp_path / "pq"
     shutil.copytree(synth_dir / "audio", d / "audio")
     pd.read_json(synth_dir / "test.jsonl", lines=True).to_parquet(d / "test.parquet")
-    ids = [i for b in _stream(processor, d, split="test", train=False) for i in b["id"]]
+    ids = [i for b in _stream(processor, d, split="test", train=False) for i in b.get("id", [])]
     assert sorted(ids) == sorted(r["id"] for r in _rows(synth_dir, "test"))
-
-
-def test_resume_counts_trailing_bad_rows_batch(synth_dir, processor, tmp_path):
-    d = tmp_path / "data"
-    shutil.copytree(synth_dir, d)
-    rows = _rows(d)[:4] + [{"id": "noq", "audio": "audio/x.flac", "choices": list("abcd"), "answer": 0}]
-    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from itertools import islice
-
-    def first(n, skip=0):
-        s = _stream(processor, d, batch_size=2, shuffle_buffer=1, bucket_buffer=2, infinite=True)
-        s.skip_plans = skip
-        return [(b["n"], tuple(b.get("id", ())), b["data_pass"]) for b in islice(s, n)]
-
-    full = first(7)  # per pass: 2 batches of 2 + one empty batch carrying the bad row's count
-    assert [n for n, _, _ in full[:3]] == [2, 2, 0] and full[3][2] == 1
-    assert first(4, skip=3) == full[3:]  # resuming after the empty batch continues exactly
-    resumed = _stream(processor, d, batch_size=2, shuffle_buffer=1, bucket_buffer=2, infinite=True)
-    resumed.skip_plans = 3
-    assert next(iter(resumed))["skipped"] == {}  # the bad row was reported before the resume: not again

@@ -126,6 +126,45 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
     assert "| vlat_default/last |" in md and "partial_pi · 1 min" in md
 
 
+def test_evaluate_reads_the_published_layout(tmp_path, tiny_model_dir, yodas2_dir):
+    """A local mirror of the hub layout: every test question scored once per method, the five questions of a
+    recording share one audio encoding (even across row-group boundaries), lengths default to the folders."""
+    from vlat.data import ColumnMapping, normalize, read_rows, resolve
+    from vlat.evaluation import EvalSpec, Evaluator
+    from vlat.rope import find_audio_model
+
+    src = resolve(str(yodas2_dir), "test")
+    want = [normalize(r, ColumnMapping(), None) for u in src.units for r in read_rows(src, u)]
+    ev = Evaluator(
+        EvalSpec(
+            model=str(tiny_model_dir),
+            data=str(yodas2_dir),
+            methods=["vanilla", "partial_pi"],
+            original_audio_seconds=20,
+            dtype="float32",
+            attn_implementation="sdpa",
+        )
+    )
+    calls = []
+    find_audio_model(ev.model).audio_tower.register_forward_hook(lambda *a: calls.append(1))
+    preds, rows = ev.run(progress=False)
+    recordings = {r.recording_id for r in want}
+    assert len(calls) == len(recordings) == 2 and len(want) == 10
+    for method in ("vanilla", "partial_pi"):
+        assert sorted(p["id"] for p in preds if p["method"] == method) == sorted(r.id for r in want)
+    assert {(r["method"], r["length_min"], r["questions"]) for r in rows} == {
+        (m, x, 5) for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
+    }
+    out = tmp_path / "eval"  # the CLI on the same mirror, default --lengths
+    res = evaluate("--model", tiny_model_dir, "--data", yodas2_dir, "--output", out, "--original-audio-seconds", "20")
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert sorted((r["length_min"], r["questions"]) for r in results if r["method"] == "vanilla") == [
+        (0.5, 5),
+        (1.0, 5),
+    ]
+
+
 def test_yaml_config_and_generate_scoring(tmp_path, tiny_model_dir, synth_dir):
     conf = tmp_path / "eval.yaml"
     conf.write_text(

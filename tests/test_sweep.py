@@ -27,7 +27,7 @@ def test_grid_reuses_one_audio_encoding_per_recording(tiny_model_dir, synth_dir)
     calls = []
     find_audio_model(ev.model).audio_tower.register_forward_hook(lambda *a: calls.append(1))
     result = run_sweep(ev, 1.25, [0, 4, 8], [0.8, 1.0, 1.6], progress=False)
-    recordings = {r.audio for g in ev.groups.values() for r in g if r.duration == 75.0}
+    recordings = {r.recording_id for g in ev.recordings() for r in g if r.duration == 75.0}
     assert len(calls) == len(recordings) and result["questions"] == 5 * len(recordings)
     acc = np.array(result["accuracy"])
     assert acc.shape == (3, 3) and ((acc >= 0) & (acc <= 1)).all()

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import soundfile as sf
 
 from vlat.testing import SynthConfig, decode_tone_events, write_synth_dataset
@@ -95,3 +96,34 @@ def test_existing_output_is_not_overwritten_without_flag(tmp_path):
     res = _cli("synth-data", str(out), "--durations", "20")
     assert res.returncode == 2 and "overwrite" in res.stderr
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_yodas2_layout_is_the_published_one_and_answerable(yodas2_dir):
+    import pyarrow.parquet as pq
+
+    from vlat.data.records import parse_inline_question, parse_label
+
+    assert sorted(p.name for p in yodas2_dir.iterdir()) == ["0.5", "1"]
+    assert sorted(p.name for p in (yodas2_dir / "1").iterdir()) == [
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
+    label_types = set()
+    sentence_sides = set()
+    for path in sorted(yodas2_dir.glob("*/*.parquet")):
+        table = pq.read_table(path)
+        assert table.column_names == ["audio_array", "sampling_rate", "question", "label"]
+        label_types.add(str(table.schema.field("label").type))
+        rows = table.to_pylist()
+        for i in range(0, len(rows), 5):  # a recording's five questions: consecutive rows repeating its audio
+            group = rows[i : i + 5]
+            assert all(r["audio_array"] == group[0]["audio_array"] for r in group)
+            seq = decode_tone_events(np.asarray(group[0]["audio_array"], np.float32), group[0]["sampling_rate"])
+            answers = answers_from_sequence(seq)
+            for r, kind in zip(group, ["first", "last", "middle", "most", "never"], strict=True):
+                sentence_sides.add(r["question"].rstrip().endswith("statement."))
+                _, options = parse_inline_question(r["question"], "r")
+                picked = options[parse_label(r["label"], "r")]
+                assert picked in answers["never"] if kind == "never" else picked == answers[kind]
+    assert label_types == {"string", "int64"} and sentence_sides == {True, False}

@@ -1,6 +1,7 @@
 """train.py end to end on the tiny offline model + synthetic data: files written, loss, resume, DDP, configs."""
 
 import glob
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_config(tmp_path, tiny_model_dir, synth_dir, **overrides):
+def write_config(tmp_path, tiny_model_dir, synth_dir, workers=0, **overrides):
     cfg = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
     run = tmp_path / "run"
     cfg["trainer"].update(default_root_dir=str(run), log_every_n_steps=1, limit_val_batches=2)
@@ -20,7 +21,7 @@ def write_config(tmp_path, tiny_model_dir, synth_dir, **overrides):
     ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("AdapterCheckpoint"))
     ckpt["init_args"]["dirpath"] = str(run / "checkpoints")
     cfg["model"]["model_name_or_path"] = str(tiny_model_dir)
-    cfg["data"].update(source=str(synth_dir), num_workers=0, val_lengths=[0.5, 1.0])
+    cfg["data"].update(source=str(synth_dir), num_workers=workers, val_lengths=[0.5, 1.0])
     for dotted, value in overrides.items():
         *path, key = dotted.split(".")
         node = cfg
@@ -57,11 +58,13 @@ def scalars(run, tag):
     return out
 
 
-def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_dir, synth_dir):
+def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_dir, yodas2_dir):
+    # the published layout (parquet shards in clip-length folders, inline audio) with the shipped 2 workers
     config, run = write_config(
         tmp_path,
         tiny_model_dir,
-        synth_dir,
+        yodas2_dir,
+        workers=2,
         **{
             "trainer.max_steps": 24,
             "trainer.val_check_interval": 12,
@@ -74,7 +77,8 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
     assert len(factors) == 24 and set(factors.values()) <= {1.0, 5.0, 10.0, 15.0, 20.0, 25.0}
     assert len(set(factors.values())) > 2
     loss = [v for _, v in sorted(scalars(run, "train/loss").items())]
-    assert len(loss) == 24 and sum(loss[-4:]) / 4 < sum(loss[:4]) / 4 - 0.3, loss
+    assert len(loss) == 24 and all(torch.isfinite(torch.tensor(loss))) and sum(loss[-4:]) / 4 < sum(loss[:4]) / 4 - 0.3
+    assert set(scalars(run, "data/skipped_total").values()) == {0.0}  # no row of the real layout is skipped
     assert scalars(run, "val/acc_0_5min") and scalars(run, "val/acc_1min")
     assert scalars(run, "train/audio_tokens_per_s") and scalars(run, "lr-AdamW")
     assert (run / "tb" / "version_0" / "config.yaml").exists() or list(run.rglob("config.yaml"))
@@ -150,6 +154,48 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_model_dir, synth_dir):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out and "distributed_backend=gloo" in out
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 3 and ckpt["YODAS2MCQADataModule"]["plans_consumed"] == 3
+
+
+def test_ddp_epoch_with_workers_sees_every_question_once(tmp_path, tiny_model_dir, yodas2_dir):
+    """2-process gloo DDP x 2 DataLoader workers per rank, one finite epoch: the ids trained and validated on, over
+    both ranks, are exactly the dataset's questions."""
+    from vlat.data import ColumnMapping, normalize, read_rows, resolve
+
+    ids_dir = tmp_path / "ids"
+    config, run = write_config(
+        tmp_path,
+        tiny_model_dir,
+        yodas2_dir,
+        workers=2,
+        **{
+            "trainer.max_steps": -1,
+            "trainer.max_epochs": 1,
+            "trainer.val_check_interval": 1.0,
+            "trainer.check_val_every_n_epoch": 1,
+            "trainer.limit_val_batches": 1.0,
+            "trainer.devices": 2,
+            "trainer.strategy": "ddp",
+            "data.infinite_train": False,
+            "data.batch_size": 2,
+            "data.val_batch_size": 3,
+            "trainer.callbacks.1.init_args.every_n_train_steps": 100,
+        },
+    )
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"].append(
+        {"class_path": "tests.id_recorder.RecordIds", "init_args": {"out": str(ids_dir)}}
+    )
+    config.write_text(yaml.safe_dump(cfg))
+    train(config)
+    seen = {"train": [], "val": []}
+    for path in ids_dir.glob("rank*.json"):
+        for k, v in json.loads(path.read_text()).items():
+            seen[k] += v
+    for split, key in (("train", "train"), ("test", "val")):
+        src = resolve(str(yodas2_dir), split)
+        want = sorted(normalize(r, ColumnMapping(), None).id for u in src.units for r in read_rows(src, u))
+        assert sorted(seen[key]) == want, key
+    assert len(list(ids_dir.glob("rank*.json"))) == 2
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

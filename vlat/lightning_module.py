@@ -8,6 +8,7 @@ from collections import Counter
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vlat.audio import seconds_to_tokens
@@ -64,7 +65,11 @@ class VLATModule(L.LightningModule):
         self.model = None
         self.processor = None
         self.val_acc = torch.nn.ModuleDict()
-        self.skipped: Counter = Counter()
+        self.val_count = torch.nn.ModuleDict()
+        self.skipped: Counter = Counter()  # training rows skipped in the current pass
+        self.val_skipped: Counter = Counter()
+        self._window_samples = 0  # real samples since the last optimizer step (this rank)
+        self._pass_samples = 0  # real samples in the current data pass (this rank)
         self._data_pass = 0
         self._t0 = None
         self._resume_rng = None
@@ -101,17 +106,32 @@ class VLATModule(L.LightningModule):
 
     # -- training -----------------------------------------------------------------------------------------------
     def _count_skipped(self, batch: dict) -> None:
+        """Training batches: count skipped rows; a new data pass summarises (and checks) the one before."""
         self.skipped.update(batch.get("skipped") or {})
         pass_idx = batch.get("data_pass", self._data_pass)
         if pass_idx != self._data_pass:
             self._summarize_skipped(f"data pass {self._data_pass}")
+            self._check_pass_had_data(f"data pass {self._data_pass}")
             self._data_pass = pass_idx
 
-    def _summarize_skipped(self, where: str) -> None:
-        if self.skipped:
-            detail = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items()))
-            rank_zero_info(f"[vlat] skipped {sum(self.skipped.values())} bad samples in {where} ({detail})")
-        self.skipped.clear()
+    def _check_pass_had_data(self, where: str) -> None:
+        """A whole pass without one usable sample on any rank cannot train: stop instead of spinning."""
+        seen = torch.tensor(float(self._pass_samples), device=self.device)
+        if self.trainer.world_size > 1:
+            seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
+        if seen.item() == 0:
+            raise RuntimeError(
+                f"no usable training sample in {where}: every row was skipped or filtered out (check data.source, "
+                "data.train_lengths and data.max_audio_seconds; skip counts are logged above)"
+            )
+        self._pass_samples = 0
+
+    def _summarize_skipped(self, where: str, counter: Counter | None = None) -> None:
+        counter = self.skipped if counter is None else counter
+        if counter:
+            detail = ", ".join(f"{k}: {v}" for k, v in sorted(counter.items()))
+            rank_zero_info(f"[vlat] skipped {sum(counter.values())} bad samples in {where} ({detail})")
+        counter.clear()
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self._resume_rng is not None:  # applied here: creating the DataLoader iterator consumes RNG after restore
@@ -125,7 +145,13 @@ class VLATModule(L.LightningModule):
         self._count_skipped(batch)
         self.log("data/skipped_total", float(sum(self.skipped.values())), on_step=True, batch_size=1)
         if batch.get("n", 0) == 0:
-            return None
+            if self.trainer.world_size == 1:
+                return None
+            # DDP: every rank must run backward at every step; a zero loss reaching every trainable weight keeps the
+            # gradient all-reduce in step (the optimizer step is skipped below when no rank had data)
+            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+        self._window_samples += batch["n"]
+        self._pass_samples += batch["n"]
         # without a virtual span no position exceeds the sequence length: check (with a sync) only when it could
         # pass the limit; VLAT's long virtual spans are by design
         if batch["input_ids"].shape[1] > self.max_positions and current_config(self.model).virtual_audio_tokens is None:
@@ -143,6 +169,14 @@ class VLATModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        seen = torch.tensor(float(self._window_samples), device=self.device)
+        if self.trainer.world_size > 1:
+            seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
+        self._window_samples = 0
+        if seen.item() == 0:  # only padding / all-bad batches on every rank: no update (AdamW skips grad=None)
+            for p in self.parameters():
+                p.grad = None
+            return
         # a non-finite gradient must never reach the weights (checkpoints only ever hold finite LoRA weights);
         # one fused check per step, names looked up only on failure
         named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
@@ -160,26 +194,33 @@ class VLATModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._summarize_skipped(f"epoch {self.current_epoch}")
+        self._check_pass_had_data(f"epoch {self.current_epoch}")
 
     # -- validation: logits scoring, accuracy per duration bucket --------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._count_skipped(batch)
+        self.val_skipped.update(batch.get("skipped") or {})
+        for bucket in batch.get("buckets", ()):  # every rank creates the same metrics (they sync at epoch end)
+            key = _bucket_key(bucket)
+            if key not in self.val_acc:
+                self.val_acc[key] = MulticlassAccuracy(num_classes=N_OPTIONS, average="micro").to(self.device)
+                self.val_count[key] = SumMetric().to(self.device)
         if batch.get("n", 0) == 0:
             return
         preds = predict_logits(self.model, batch, self.option_ids)
         for pred, answer, bucket in zip(preds, batch["answer"], batch["bucket"], strict=True):
-            key = f"{bucket:g}min".replace(".", "_")
-            if key not in self.val_acc:
-                self.val_acc[key] = MulticlassAccuracy(num_classes=N_OPTIONS, average="micro").to(self.device)
+            key = _bucket_key(bucket)
             self.val_acc[key].update(
                 torch.tensor([pred.choice], device=self.device), torch.tensor([answer], device=self.device)
             )
+            self.val_count[key].update(1.0)
 
     def on_validation_epoch_end(self) -> None:
         for key, metric in self.val_acc.items():
-            self.log(f"val/acc_{key}", metric.compute(), sync_dist=True)
+            if self.val_count[key].compute() > 0:  # buckets with no question are not logged as 0% (synced count)
+                self.log(f"val/acc_{key}", metric.compute())
             metric.reset()
-        self._summarize_skipped("validation")
+            self.val_count[key].reset()
+        self._summarize_skipped("validation", self.val_skipped)
 
     # -- checkpoints: LoRA weights + RNG only ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -191,3 +232,7 @@ class VLATModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resume_rng = checkpoint.get("vlat_rng")  # dropout masks continue exactly (see on_train_batch_start)
+
+
+def _bucket_key(minutes: float) -> str:
+    return f"{minutes:g}min".replace(".", "_")

@@ -8,6 +8,7 @@ audio-only RoPE sees a single run. Options are numbered ``(1)``..``(4)`` and the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,6 +23,37 @@ INSTRUCTION = (
     'for example "(4) A pen", with no other text. Use information from the whole audio.'
 )
 IGNORE_INDEX = -100
+END_OF_TURN = "<|im_end|>"  # the chat template's end of an assistant turn: the last target token
+
+
+@dataclass(frozen=True)
+class EncodedAudio:
+    """A recording decoded and split into 30-s windows of features, shared by all its questions."""
+
+    features: torch.Tensor  # (W, mel, frames)
+    feature_mask: torch.Tensor  # (W, frames)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(audio_tokens_for_frames(self.feature_mask.sum(-1)).sum())
+
+
+def encode_recording(
+    processor, audio: AudioSource | np.ndarray, *, max_audio_seconds: float | None = None, name: str = "sample"
+) -> EncodedAudio:
+    """Decode (any source :func:`vlat.audio.load_audio` reads, or a waveform at the extractor's rate) and featurise."""
+    fe = processor.feature_extractor
+    src = (audio, fe.sampling_rate) if isinstance(audio, np.ndarray) else audio
+    wav = load_audio(src, fe.sampling_rate, max_seconds=max_audio_seconds, name=name)
+    return EncodedAudio(*featurize(wav, fe))
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """Id of ``<|im_end|>``, named explicitly (``eos_token`` differs between Qwen2-Audio checkpoints)."""
+    tid = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    if tid is None or tid == tokenizer.unk_token_id:
+        raise ValueError(f"tokenizer has no {END_OF_TURN} token: not a Qwen2-Audio chat tokenizer")
+    return tid
 
 
 def format_question(question: str, options: Sequence[str]) -> str:
@@ -89,7 +121,7 @@ def mcqa_prompt_ids(
 
 def build_mcqa_example(
     processor,
-    audio: AudioSource | np.ndarray,
+    audio: AudioSource | np.ndarray | EncodedAudio,
     question: str,
     options: Sequence[str],
     answer: int | None = None,
@@ -103,7 +135,8 @@ def build_mcqa_example(
 
     Args:
         processor: the model's ``Qwen2AudioProcessor`` (tokenizer + Whisper feature extractor + chat template).
-        audio: a 16-kHz float waveform, or anything :func:`vlat.audio.load_audio` reads.
+        audio: a 16-kHz float waveform, anything :func:`vlat.audio.load_audio` reads, or an :class:`EncodedAudio`
+            (one decode per recording, shared by its questions).
         answer: 0-based index of the correct option; when given, ``labels`` hold ``(N) option<|im_end|>``.
         assistant_prefix: text appended after the assistant header, outside the labels (``"("`` for logits scoring).
         name: how errors refer to this sample.
@@ -112,17 +145,16 @@ def build_mcqa_example(
     (W, 3000) and, with ``answer``, ``labels`` (L,).
     """
     validate_mcqa(question, options, answer, name)
-    fe, tok = processor.feature_extractor, processor.tokenizer
-    src = (audio, fe.sampling_rate) if isinstance(audio, np.ndarray) else audio
-    wav = load_audio(src, fe.sampling_rate, max_seconds=max_audio_seconds, name=name)
-    features, feature_mask = featurize(wav, fe)
-    n_audio = int(audio_tokens_for_frames(feature_mask.sum(-1)).sum())
+    tok = processor.tokenizer
+    if not isinstance(audio, EncodedAudio):
+        audio = encode_recording(processor, audio, max_audio_seconds=max_audio_seconds, name=name)
+    features, feature_mask, n_audio = audio.features, audio.feature_mask, audio.n_tokens
 
     prefix, suffix = mcqa_prompt_ids(processor, n_audio, question, options, assistant_prefix, instruction)
     prompt = prefix + suffix
     target = []
     if answer is not None:
-        target = tok(format_answer(options, int(answer)) + tok.eos_token, add_special_tokens=False).input_ids
+        target = [*tok(format_answer(options, int(answer)), add_special_tokens=False).input_ids, end_of_turn_id(tok)]
     input_ids = torch.tensor(prompt + target, dtype=torch.long)
     example = {
         "input_ids": input_ids,

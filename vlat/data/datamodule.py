@@ -6,6 +6,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from vlat.data.records import ColumnMapping
+from vlat.data.sources import Source, resolve
 from vlat.data.stream import MCQABatchStream, StreamSpec
 from vlat.model_loading import load_processor
 
@@ -14,18 +15,21 @@ class YODAS2MCQADataModule(L.LightningDataModule):
     """Streams MCQA batches: length-bucketed and shuffled for training, left-padded for validation scoring.
 
     Args:
-        source: hub dataset id (``yophis/yodas2-mcqa``, streamed), a local directory with ``<split>.jsonl`` /
-            ``.parquet`` / ``.json``, or one such file.
+        source: hub dataset id (``yophis/yodas2-mcqa``, streamed), a local mirror of its layout (clip-length folders
+            ``2/``, ``5/``, ``10/`` of ``<split>-*.parquet`` shards), a local directory with ``<split>.jsonl`` /
+            ``.parquet`` / ``.json``, or one such file (see :mod:`vlat.data.sources`).
         model_name_or_path: where the processor comes from (linked to the model's in ``train.py``).
         train_split, val_split: split names; ``val_split: null`` disables validation.
         columns: column mapping / layout (see :class:`vlat.data.records.ColumnMapping`).
-        train_lengths, val_lengths: duration buckets in minutes to keep (nearest bucket of each recording);
-            null keeps every length. Validation accuracy is logged per bucket.
-        holdout_fraction: when > 0, validation comes from ``train_split`` itself, split at the video level (this
-            share of videos held out); no video is on both sides.
+        train_lengths, val_lengths: length buckets in minutes to keep (clip-length folders to read, and the bucket
+            nearest each recording's real duration); null keeps every length the source has. Validation accuracy is
+            logged per bucket.
+        holdout_fraction: when > 0, validation comes from ``train_split`` itself, split by video (by recording when
+            the data names no video, as in the published YODAS2-MCQA); no group is on both sides.
         batch_size, val_batch_size: samples per batch (paper: 8; use ``accumulate_grad_batches`` with 1).
-        shuffle_buffer: records held for streaming shuffle (training).
-        bucket_buffer: records sorted by duration before being cut into batches (keeps padding low).
+        bucket_buffer: rows (metadata) sorted by duration before being cut into batches (keeps padding low);
+            training shuffles row groups / files per epoch and rows within these windows.
+        buffer_mib: cap on a window's rows by their stored size (inline audio), per DataLoader worker.
         max_audio_seconds: longer recordings are skipped and counted.
         num_workers: DataLoader worker processes (audio decoding and featurisation run there).
         infinite_train: repeat passes over the training data (train by ``max_steps``).
@@ -44,8 +48,8 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         holdout_fraction: float = 0.0,
         batch_size: int = 8,
         val_batch_size: int = 8,
-        shuffle_buffer: int = 1000,
         bucket_buffer: int = 256,
+        buffer_mib: float = 512,
         max_audio_seconds: float = 900.0,
         num_workers: int = 2,
         infinite_train: bool = True,
@@ -59,13 +63,28 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["columns"])
         self.columns = columns or ColumnMapping()
         self.processor = None
-        self.plans_consumed = 0  # training batches already used in this run (restored on resume)
+        self.sources: dict[str, Source] = {}
+        self.epoch = 0  # the training epoch that plans_consumed counts in
+        self.plans_consumed = 0  # training batches of that epoch already used on this rank (restored on resume)
+
+    def _val_side(self) -> tuple[str, str] | None:
+        hp = self.hparams
+        if hp.holdout_fraction > 0:
+            return hp.train_split, "holdout"
+        return (hp.val_split, "keep") if hp.val_split is not None else None
 
     def setup(self, stage: str) -> None:
+        """Resolve the sources (footers only: a bad path, split or length fails here, before any model loads)."""
+        hp = self.hparams
+        if "train" not in self.sources and stage == "fit":
+            self.sources["train"] = resolve(hp.source, hp.train_split, hp.train_lengths)
+        if "val" not in self.sources and stage in ("fit", "validate") and self._val_side():
+            self.sources["val"] = resolve(hp.source, self._val_side()[0], hp.val_lengths)
         if self.processor is None:
-            self.processor = load_processor(self.hparams.model_name_or_path)
+            self.processor = load_processor(hp.model_name_or_path)
 
     def _spec(self, split: str, lengths, side: str) -> StreamSpec:
+        """The stream of one split (``side``: keep / holdout of a video-level split)."""
         hp = self.hparams
         return StreamSpec(
             source=hp.source,
@@ -89,21 +108,27 @@ class YODAS2MCQADataModule(L.LightningDataModule):
             self.processor,
             hp.batch_size,
             train=True,
-            shuffle_buffer=hp.shuffle_buffer,
             bucket_buffer=hp.bucket_buffer,
+            buffer_mib=hp.buffer_mib,
             max_audio_seconds=hp.max_audio_seconds,
             infinite=hp.infinite_train,
             world_size=world,
             rank=rank,
+            source=self.sources.get("train"),
         )
-        stream.skip_plans = self.plans_consumed
+        stream.progress = self._train_position
         return DataLoader(stream, batch_size=None, num_workers=hp.num_workers)
+
+    def _train_position(self) -> tuple[int, int]:
+        """(epoch, batches of it already consumed), read by the stream when an epoch's iteration starts."""
+        epoch = self.trainer.current_epoch if self.trainer is not None else self.epoch
+        return epoch, self.plans_consumed if epoch == self.epoch else 0
 
     def val_dataloader(self) -> DataLoader | list:
         hp = self.hparams
-        if hp.val_split is None and hp.holdout_fraction == 0:
+        if self._val_side() is None:
             return []
-        split, side = (hp.train_split, "holdout") if hp.holdout_fraction > 0 else (hp.val_split, "keep")
+        split, side = self._val_side()
         world, rank = self._world()
         stream = MCQABatchStream(
             self._spec(split, hp.val_lengths, side),
@@ -111,19 +136,24 @@ class YODAS2MCQADataModule(L.LightningDataModule):
             hp.val_batch_size,
             train=False,
             bucket_buffer=hp.bucket_buffer,
+            buffer_mib=hp.buffer_mib,
             max_audio_seconds=hp.max_audio_seconds,
             world_size=world,
             rank=rank,
+            source=self.sources.get("val"),
         )
         return DataLoader(stream, batch_size=None, num_workers=hp.num_workers)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is not None and self.trainer.training:
+            if batch.get("epoch", self.epoch) != self.epoch:  # first batch of a new epoch
+                self.epoch, self.plans_consumed = batch["epoch"], 0
             self.plans_consumed += 1
         return batch
 
     def state_dict(self) -> dict:
-        return {"plans_consumed": self.plans_consumed}
+        return {"epoch": self.epoch, "plans_consumed": self.plans_consumed}
 
     def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state.get("epoch", 0))
         self.plans_consumed = int(state.get("plans_consumed", 0))

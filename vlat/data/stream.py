@@ -1,31 +1,33 @@
 """A streaming, length-bucketed MCQA batch iterator for Lightning (an ``IterableDataset`` that yields batches).
 
-Order of work per data pass (deterministic for ``seed`` and pass number):
-rows -> normalized records (metadata only) -> bucket filter -> shard (rank x worker) -> shuffle buffer (training)
--> length bucketing (buffer of ``bucket_buffer`` records sorted by duration, cut into batches, batch order shuffled)
--> *batch plan*. Only then is audio decoded, so resuming skips already-consumed plans cheaply.
+Per data pass: the source's units (parquet row groups, JSON tables; :mod:`vlat.data.sources`) -> this worker's exact
+share of rows (:mod:`vlat.data.plan`, the only place that decides sharding) -> windows of rows, normalized to
+metadata records (bad and filtered rows counted) -> sorted by duration and cut into batches -> audio decoded and
+featurised once per recording per batch -> collated. Nothing else shards: the DataLoader's workers and DDP ranks are
+both handled by the plan, so every question is delivered exactly once per pass.
 
-Bad samples (missing fields, unreadable / over-long audio, bad options) are skipped and counted by reason; counts
-ride along with each batch (``skipped``) so the training process can log them whatever process decoded the audio.
-A plan whose samples are all bad is yielded as an empty batch (``n == 0``) to keep plan indices aligned.
+Bad samples are skipped and counted by reason; counts ride along with each batch (``skipped``, ``filtered``) so the
+training process can log them whatever process decoded the audio. Empty batches (``n == 0``) keep every worker and
+rank at the same batch count.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import count
+from itertools import count, islice
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vlat.collate import MCQACollator
-from vlat.data.records import ColumnMapping, Record, in_holdout, nearest_bucket, normalize, open_rows
+from vlat.data.plan import batches_before, pass_rng, plan_pass, row_order
+from vlat.data.records import ColumnMapping, Record, in_holdout, nearest_bucket, normalize
+from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.errors import BadSampleError
-from vlat.prompts import build_mcqa_example
+from vlat.prompts import build_mcqa_example, encode_recording
 
 log = logging.getLogger("vlat.data")
 
@@ -35,33 +37,50 @@ class StreamSpec:
     source: str
     split: str
     columns: ColumnMapping = field(default_factory=ColumnMapping)
-    lengths: list[float] | None = None  # minutes; keep records whose nearest bucket is listed (None = all)
-    bucket_grid: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0])
-    holdout_fraction: float = 0.0  # video-level split of one table: >0 keeps train-side (or held-out) videos
-    holdout_side: str = "keep"  # "keep" = videos not held out, "holdout" = held-out videos only
+    lengths: list[float] | None = None  # minutes: clip-length folders to read, and the nearest-bucket filter
+    bucket_grid: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0])  # without length folders
+    holdout_fraction: float = 0.0  # >0: split one table by video (by recording when the data names no video)
+    holdout_side: str = "keep"  # "keep" = groups not held out, "holdout" = held-out groups only
     seed: int = 0
 
+    def grid(self, source: Source) -> list[float]:
+        """Buckets a recording can fall in: the source's clip-length folders when it has them."""
+        return sorted(set(source.folder_lengths or self.bucket_grid) | set(self.lengths or []))
 
-def iter_records(spec: StreamSpec, on_bad: Callable[[BadSampleError], None]) -> Iterator[Record]:
-    rows, base = open_rows(spec.source, spec.split, spec.columns.audio)
-    grid = sorted(set(spec.bucket_grid) | set(spec.lengths or []))
+
+def iter_records(
+    spec: StreamSpec,
+    source: Source,
+    rows: Iterator[dict],
+    base_dir,
+    on_bad: Callable[[BadSampleError], None],
+    on_filtered: Callable[[], None] = lambda: None,
+) -> Iterator[Record]:
+    """Normalize rows, skipping bad ones (``on_bad``) and those outside ``lengths`` / the holdout side."""
+    grid = spec.grid(source)
     for row in rows:
         try:
-            rec = normalize(row, spec.columns, base)
+            rec = normalize(row, spec.columns, base_dir)
         except BadSampleError as e:
             on_bad(e)
             continue
         if spec.lengths is not None and nearest_bucket(rec.duration, grid) not in spec.lengths:
+            on_filtered()
             continue
         if spec.holdout_fraction > 0:
             held = in_holdout(rec.video_id, spec.holdout_fraction, spec.seed)
             if held != (spec.holdout_side == "holdout"):
+                on_filtered()
                 continue
         yield rec
 
 
 class MCQABatchStream(IterableDataset):
-    """Yields collated batches; see the module docstring. ``infinite`` repeats passes (training by ``max_steps``)."""
+    """Yields collated batches; see the module docstring. ``infinite`` repeats passes (training by ``max_steps``).
+
+    ``epoch`` and ``skip_plans`` (batches of that epoch already consumed on this rank) position the stream; a data
+    module sets ``progress`` to a callable returning both, read when iteration starts.
+    """
 
     def __init__(
         self,
@@ -70,68 +89,97 @@ class MCQABatchStream(IterableDataset):
         batch_size: int,
         *,
         train: bool,
-        shuffle_buffer: int = 1000,
         bucket_buffer: int = 256,
+        buffer_mib: float = 512,
         max_audio_seconds: float | None = 900.0,
         infinite: bool = False,
         world_size: int = 1,
         rank: int = 0,
         max_logged_errors: int = 5,
+        source: Source | None = None,
     ):
         super().__init__()
         self.spec, self.processor, self.batch_size, self.train = spec, processor, batch_size, train
-        self.shuffle_buffer, self.bucket_buffer = shuffle_buffer, max(bucket_buffer, batch_size)
+        self.bucket_buffer, self.buffer_bytes = max(bucket_buffer, 1), int(buffer_mib * 2**20)
         self.max_audio_seconds, self.infinite = max_audio_seconds, infinite
         self.world_size, self.rank = world_size, rank
-        self.skip_plans = 0  # plans already consumed (resume); set by the data module before iterating
+        self.source = source or resolve(spec.source, spec.split, spec.lengths)
+        if self.source.num_rows == 0:
+            raise SourceError(f"{spec.source}: split {spec.split!r} has no rows")
+        self.epoch, self.skip_plans = 0, 0
+        self.progress: Callable[[], tuple[int, int]] | None = None
         self.max_logged_errors = max_logged_errors
         self._log_budget = max_logged_errors
         self.collate = MCQACollator(processor.tokenizer.pad_token_id, padding_side="right" if train else "left")
         self.assistant_prefix = "" if train else "("
 
+    def __getstate__(self) -> dict:  # spawned workers get the position as plain numbers
+        state = dict(self.__dict__)
+        state["epoch"], state["skip_plans"] = self._position()
+        state["progress"] = None
+        return state
+
+    def _position(self) -> tuple[int, int]:
+        return self.progress() if self.progress is not None else (self.epoch, self.skip_plans)
+
+    def buckets(self) -> list[float]:
+        """The length buckets this stream reports on (validation accuracy is logged per bucket)."""
+        return list(self.spec.lengths) if self.spec.lengths is not None else self.spec.grid(self.source)
+
     # -- planning (metadata only) ------------------------------------------------------------------------------
-    def plans(
-        self, pass_idx: int = 0, shard: int = 0, n_shards: int = 1, bad: Counter | None = None
-    ) -> Iterator[list[Record]]:
-        """Batch plans (lists of records) of one data pass, from metadata only: no audio is decoded."""
-        bad = Counter() if bad is None else bad
-        rng = random.Random(f"{self.spec.seed}:{pass_idx}:{shard}")
+    def _plan(self, pass_idx: int, slot: int, n_slots: int):
+        return plan_pass(
+            self.source.units,
+            slot=slot,
+            n_slots=n_slots,
+            batch_size=self.batch_size,
+            bucket_buffer=self.bucket_buffer,
+            buffer_bytes=self.buffer_bytes,
+            seed=self.spec.seed,
+            pass_idx=pass_idx,
+            shuffle=self.train,
+        )
 
-        def sharded() -> Iterator[Record]:
-            for i, rec in enumerate(iter_records(self.spec, lambda e: self._note_bad(e, bad))):
-                if i % n_shards == shard:
-                    yield rec
+    def _windows(self, plan, pass_idx: int) -> Iterator[tuple[int, int, int, list[dict]]]:
+        """(unit, lo, hi, rows) of each window, one reader per unit segment (rows read in order, once)."""
+        reader, at = None, None
+        for u, lo, hi in plan.windows:
+            unit = self.source.units[u]
+            if reader is None or at != (u, lo):
+                order = row_order(unit, self.spec.seed, pass_idx, self.train, u)
+                ordered = order[lo:] if order is not None else None
+                reader = read_rows(self.source, unit, ordered)
+                if order is None:
+                    reader = islice(reader, lo, None)
+            yield u, lo, hi, list(islice(reader, hi - lo))
+            at = (u, hi)
 
-        def shuffled(recs: Iterator[Record]) -> Iterator[Record]:
-            if not self.train or self.shuffle_buffer <= 1:
-                yield from recs
-                return
-            buf: list[Record] = []
-            for rec in recs:
-                buf.append(rec)
-                if len(buf) >= self.shuffle_buffer:
-                    yield buf.pop(rng.randrange(len(buf)))
-            rng.shuffle(buf)
-            yield from buf
+    def _batches_of_window(self, u: int, lo: int, rows: list[dict], n_batches: int, pass_idx: int, bad: Counter):
+        """Plans (lists of records) of one window: exactly ``n_batches``, the tail empty when rows were dropped."""
+        unit = self.source.units[u]
+        base = None if self.source.hub else _base_dir(unit.path)
+        filtered = [0]
 
-        def bucketed(recs: Iterator[Record]) -> Iterator[list[Record]]:
-            buf: list[Record] = []
-            for rec in recs:
-                buf.append(rec)
-                if len(buf) >= self.bucket_buffer:
-                    yield from cut(buf)
-                    buf = []
-            if buf:
-                yield from cut(buf)
+        def note_filtered() -> None:
+            filtered[0] += 1
 
-        def cut(buf: list[Record]) -> list[list[Record]]:
-            buf = sorted(buf, key=lambda r: r.duration)
-            batches = [buf[i : i + self.batch_size] for i in range(0, len(buf), self.batch_size)]
-            if self.train:
-                rng.shuffle(batches)
-            return batches
+        recs = list(
+            iter_records(self.spec, self.source, iter(rows), base, lambda e: self._note_bad(e, bad), note_filtered)
+        )
+        if self.train:
+            pass_rng(self.spec.seed, pass_idx, f"w{u}:{lo}").shuffle(recs)
+        recs.sort(key=lambda r: r.duration)  # stable: equal durations keep the shuffled order
+        plans = [recs[i : i + self.batch_size] for i in range(0, len(recs), self.batch_size)]
+        plans += [[] for _ in range(n_batches - len(plans))]
+        if self.train:
+            pass_rng(self.spec.seed, pass_idx, f"b{u}:{lo}").shuffle(plans)
+        return plans, filtered[0]
 
-        yield from bucketed(shuffled(sharded()))
+    def plans(self, pass_idx: int = 0) -> Iterator[list[Record]]:
+        """Batch plans of one whole pass as one worker would see them (metadata only; used by benchmarks)."""
+        plan = self._plan(pass_idx, 0, 1)
+        for (u, lo, _hi, rows), n in zip(self._windows(plan, pass_idx), plan.batches, strict=True):
+            yield from self._batches_of_window(u, lo, rows, n, pass_idx, Counter())[0]
 
     # -- materialisation ---------------------------------------------------------------------------------------
     def _note_bad(self, e: BadSampleError, bad: Counter) -> None:
@@ -142,26 +190,33 @@ class MCQABatchStream(IterableDataset):
             log.warning("skipping %s", e)
 
     def _build(self, plan: list[Record], bad: Counter) -> dict:
+        """Decode and featurise each recording once, then one example per question."""
+        encoded: dict[str, object] = {}
         examples = []
+        grid = self.spec.grid(self.source)
         for rec in plan:
             try:
+                if rec.recording_id not in encoded:
+                    encoded[rec.recording_id] = encode_recording(
+                        self.processor, rec.audio, max_audio_seconds=self.max_audio_seconds, name=rec.id
+                    )
                 ex = build_mcqa_example(
                     self.processor,
-                    rec.audio,
+                    encoded[rec.recording_id],
                     rec.question,
                     rec.options,
                     rec.answer if self.train else None,
                     assistant_prefix=self.assistant_prefix,
-                    max_audio_seconds=self.max_audio_seconds,
                     name=rec.id,
                 )
             except BadSampleError as e:
+                encoded.setdefault(rec.recording_id, e)
                 self._note_bad(e, bad)
                 continue
-            grid = self.spec.lengths or self.spec.bucket_grid
             ex.update(
                 id=rec.id,
                 video_id=rec.video_id,
+                recording_id=rec.recording_id,
                 answer=rec.answer,
                 duration=rec.duration,
                 bucket=nearest_bucket(rec.duration, grid),
@@ -176,26 +231,50 @@ class MCQABatchStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        n_shards, shard = self.world_size * workers, self.rank * workers + worker
-        # the DataLoader interleaves workers round-robin: global plan g comes from worker g % workers
-        skip_local = (self.skip_plans - worker + workers - 1) // workers if self.skip_plans > worker else 0
-        local = 0
+        epoch, consumed = self._position()
+        # the DataLoader restarts its round-robin at worker 0: after `consumed` batches, worker w continues the
+        # stream that worker (w + consumed) % workers was producing
+        role = (worker + consumed) % workers
+        n_slots, slot = self.world_size * workers, self.rank * workers + role
+        skip = batches_before(consumed, role, workers)
         self._log_budget = self.max_logged_errors
-        for pass_idx in count() if self.infinite else range(1):
-            bad: Counter = Counter()
-            for plan in self.plans(pass_idx, shard, n_shards, bad):
-                local += 1
-                if local <= skip_local:
-                    bad.clear()  # already reported with the batches consumed before the resume
+        for pass_idx in count(epoch) if self.infinite else (epoch,):
+            plan = self._plan(pass_idx, slot, n_slots)
+            if skip >= plan.total:  # a whole pass consumed before a resume: nothing to read
+                skip -= plan.total
+                continue
+            yielded = 0
+            meta = {"data_pass": pass_idx, "epoch": epoch, "buckets": self.buckets()}
+            for (u, lo, _hi, rows), n in zip(self._windows(plan, pass_idx), plan.batches, strict=True):
+                if skip >= n:  # consumed before a resume; its counts were reported then
+                    skip -= n
+                    yielded += n
                     continue
-                batch = self._build(plan, bad)
-                batch["skipped"], batch["data_pass"] = dict(bad), pass_idx
-                bad.clear()  # the same counter the planner writes to: never rebind it
-                yield batch
-            if bad:  # bad rows after the last plan of a pass: an empty batch, counted like any plan
-                local += 1
-                if local > skip_local:
-                    yield {"n": 0, "skipped": dict(bad), "data_pass": pass_idx}
+                bad: Counter = Counter()
+                plans, filtered = self._batches_of_window(u, lo, rows, n, pass_idx, bad)
+                for batch_plan in plans:
+                    if skip:
+                        skip -= 1
+                        bad.clear()  # reported with this window's first batch, before the resume
+                        filtered = 0
+                        continue
+                    batch = self._build(batch_plan, bad) if batch_plan else {"n": 0}
+                    batch.update(meta, skipped=dict(bad), filtered=filtered)
+                    bad.clear()  # the same counter the planner writes to: never rebind it
+                    filtered = 0
+                    yield batch
+                yielded += n
+            for _ in range(plan.total - yielded):  # padding: every worker of every rank yields plan.total batches
+                if skip:
+                    skip -= 1
+                    continue
+                yield {"n": 0, "skipped": {}, "filtered": 0, **meta}
+
+
+def _base_dir(path: str):
+    from pathlib import Path
+
+    return Path(path).parent
 
 
 def batch_size_of(batch: dict) -> int:

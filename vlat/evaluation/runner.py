@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -13,7 +14,9 @@ from tqdm.auto import tqdm
 from vlat.audio import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens
 from vlat.checkpointing import adapter_dir_for
 from vlat.collate import MCQACollator
-from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize, open_rows
+from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize
+from vlat.data.sources import Source, SourceError, read_rows, resolve
+from vlat.data.stream import StreamSpec, iter_records
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.model_loading import load_model, load_processor
@@ -36,7 +39,7 @@ class EvalSpec:
     original_audio_seconds: float = 30.0
     cutoff_dim: int = 0
     temperature: float = 1.0
-    lengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0])
+    lengths: list[float] | None = None  # None: every length the data has
     scoring: str = "logits"
     max_questions: int | None = None
     dtype: str = "auto"
@@ -73,28 +76,47 @@ def rope_config(method: str, spec: EvalSpec, tokens: int) -> AudioRopeConfig:
     return AudioRopeConfig(method, tokens)
 
 
-def load_records(spec: EvalSpec) -> tuple[dict[str, list[Record]], int]:
-    """Records grouped by recording (in first-seen order) within the requested length buckets; bad rows counted."""
+def open_source(spec: EvalSpec) -> Source:
+    """Resolve ``--data`` and check its first row has a known layout (one-line error before any model loads)."""
     try:
-        rows, base = open_rows(spec.data, spec.split, spec.columns.audio)
-    except (FileNotFoundError, ValueError) as e:
+        source = resolve(spec.data, spec.split, spec.lengths)
+    except (SourceError, OSError) as e:
         raise EvalInputError(f"--data {spec.data}: {e}") from e
-    groups: dict[str, list[Record]] = defaultdict(list)
-    bad, n = 0, 0
-    for i, row in enumerate(rows):
-        try:
-            rec = normalize(row, spec.columns, base)
-        except BadSampleError as e:
-            if i == 0 and e.reason == "missing_field":
-                raise EvalInputError(f"--data {spec.data}: {e.detail}") from e
-            bad += 1
-            continue
-        if spec.max_questions is not None and n >= spec.max_questions:
-            break
-        key = json.dumps(rec.audio, sort_keys=True, default=str) if not isinstance(rec.audio, str) else rec.audio
-        groups[key].append(rec)
-        n += 1
-    return dict(groups), bad
+    if not source.units:
+        raise EvalInputError(f"--data {spec.data}: split {spec.split!r} has no rows")
+    unit = source.units[0]
+    first = next(read_rows(source, unit), None)
+    try:
+        normalize(first, spec.columns, None if source.hub else Path(unit.path).parent)
+    except BadSampleError as e:
+        if e.reason == "missing_field":
+            raise EvalInputError(f"--data {spec.data}: {e.detail}") from e
+    return source
+
+
+def recordings(spec: EvalSpec, source: Source, on_skip) -> Iterator[list[Record]]:
+    """Questions grouped by recording, in source order, without holding audio beyond one recording.
+
+    Consecutive rows about one recording form a group (the published layout repeats a recording's audio in five
+    consecutive rows); JSON tables, whose rows are metadata only, are grouped whole. ``on_skip(n, reason)`` counts
+    rows that are bad or outside the requested lengths."""
+    sspec = StreamSpec(spec.data, spec.split, spec.columns, lengths=spec.lengths)
+
+    def records(unit):
+        base = None if source.hub else Path(unit.path).parent
+        yield from iter_records(
+            sspec, source, read_rows(source, unit), base, lambda e: on_skip(1, e.reason), lambda: on_skip(1, None)
+        )
+
+    streamed = (rec for unit in source.units if not unit.random_access for rec in records(unit))
+    for _, group in groupby(streamed, key=lambda r: r.recording_id):  # across row-group boundaries too
+        yield list(group)
+    for unit in source.units:
+        if unit.random_access:
+            groups: dict[str, list[Record]] = defaultdict(list)
+            for rec in records(unit):
+                groups[rec.recording_id].append(rec)
+            yield from groups.values()
 
 
 class Evaluator:
@@ -104,7 +126,7 @@ class Evaluator:
             raise EvalInputError(f"--methods: {bad} not in {', '.join(METHODS)}")
         if spec.scoring not in ("logits", "generate"):
             raise EvalInputError(f"--scoring: {spec.scoring!r} is not logits or generate")
-        if not spec.lengths or any(not x > 0 for x in spec.lengths):
+        if spec.lengths is not None and (not spec.lengths or any(not x > 0 for x in spec.lengths)):
             raise EvalInputError(f"--lengths: {spec.lengths} must be positive minutes")
         for m in spec.methods:  # validate method settings before any heavy work
             try:
@@ -113,9 +135,9 @@ class Evaluator:
                 raise EvalInputError(f"--methods {m}: {e}") from e
         self.spec = spec
         self.adapters = resolve_adapters(spec.adapters)
-        self.groups, self.bad_rows = load_records(spec)
-        if not self.groups:
-            raise EvalInputError(f"--data {spec.data}: no usable questions in split {spec.split!r}")
+        self.source = open_source(spec)
+        self.grid = StreamSpec(spec.data, spec.split, lengths=spec.lengths).grid(self.source)
+        self.bad_rows = 0
         self.processor = load_processor(spec.model)
         model = load_model(spec.model, spec.dtype, spec.attn_implementation)
         if self.adapters:
@@ -154,13 +176,30 @@ class Evaluator:
             self.model.set_adapter(label)
             yield label
 
+    def recordings(self, on_skip=lambda n, reason: None) -> Iterator[list[Record]]:
+        """The evaluation's questions grouped by recording, at most ``max_questions`` of them."""
+        left = self.spec.max_questions
+        for recs in recordings(self.spec, self.source, on_skip):
+            if left is not None:
+                recs = recs[:left]
+                left -= len(recs)
+            if recs:
+                yield recs
+            if left is not None and left <= 0:
+                return
+
     def run(self, progress: bool = True) -> tuple[list[dict], list[dict]]:
         """Returns (per-question predictions, aggregated rows)."""
         spec, preds = self.spec, []
         skipped = 0
-        total = sum(len(g) for g in self.groups.values())
+        total = self.source.num_rows if spec.max_questions is None else min(spec.max_questions, self.source.num_rows)
         bar = tqdm(total=total, unit="q", desc="evaluate", disable=not progress)
-        for recs in self.groups.values():
+
+        def on_skip(n: int, reason: str | None) -> None:
+            self.bad_rows += n if reason is not None else 0
+            bar.update(n)
+
+        for recs in self.recordings(on_skip):
             first = recs[0]
             try:
                 wav = load_audio(first.audio, self.processor.feature_extractor.sampling_rate, name=first.id)
@@ -171,7 +210,7 @@ class Evaluator:
                 continue
             feats, fmask = featurize(wav, self.processor.feature_extractor)
             n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
-            bucket = nearest_bucket(first.duration, spec.lengths)
+            bucket = nearest_bucket(first.duration, self.grid)
             embeds = encode_audio(self.model, feats, fmask) if spec.scoring == "logits" else None
             for variant in self._variants():
                 for method in spec.methods:

@@ -32,14 +32,12 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
     head_dim = ev.model.config.text_config.head_dim
     for c in cutoffs:
         AudioRopeConfig("partial_yarn", ev.tokens, cutoff_dim=c).check_head_dim(head_dim)
-    grid_buckets = sorted(set(STANDARD_BUCKETS) | {length})
-    groups = [g for g in ev.groups.values() if nearest_bucket(g[0].duration, grid_buckets) == length]
-    if not groups:
-        raise ValueError(f"--length {length}: no recordings in that bucket")
+    grid_buckets = sorted(set(ev.source.folder_lengths or STANDARD_BUCKETS) | {length})
+    groups = (g for g in ev.recordings() if nearest_bucket(g[0].duration, grid_buckets) == length)
     correct = np.zeros((len(cutoffs), len(temperatures)))
     total, skipped = 0, 0
     proc = ev.processor
-    for recs in tqdm(groups, desc="sweep", unit="recording", disable=not progress):
+    for recs in tqdm(groups, desc="sweep", unit="recording", disable=not progress):  # one recording in memory
         try:
             wav = load_audio(recs[0].audio, proc.feature_extractor.sampling_rate, name=recs[0].id)
         except BadSampleError:
@@ -55,6 +53,8 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
                 preds = score_questions(ev.model, parts[0][0], [p[1] for p in parts], embeds, ev.option_ids)
                 correct[i, j] += sum(p.choice == r.answer for p, r in zip(preds, recs, strict=True))
         total += len(recs)
+    if total + skipped == 0:
+        raise ValueError(f"--length {length}: no recordings in that bucket")
     acc = correct / max(total, 1)
     i, j = np.unravel_index(np.argmax(acc), acc.shape)
     return {

@@ -1,4 +1,5 @@
-"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing synth-data DIR --durations 30,60,120``."""
+"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing synth-data DIR --durations 30,60,120
+[--layout yodas2]`` / ``python -m vlat.testing smoke [DIR]``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("--segments-per-video", type=int, default=SynthConfig.segments_per_video)
     sd.add_argument("--test-fraction", type=float, default=SynthConfig.test_fraction)
     sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument(
+        "--layout", choices=["jsonl", "yodas2"], default="jsonl", help="yodas2: the published parquet layout"
+    )
+    sd.add_argument("--shards", type=int, default=SynthConfig.shards, help="yodas2: shards per split and length")
     sd.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
     sm = sub.add_parser("smoke", help="write DIR/tiny-model and DIR/synth-data (what configs/smoke.yaml uses)")
     sm.add_argument("dir", nargs="?", default=".smoke")
@@ -46,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                 segments_per_video=args.segments_per_video,
                 test_fraction=args.test_fraction,
                 seed=args.seed,
+                layout=args.layout,
+                shards=args.shards,
             )
             out = write_synth_dataset(args.dir, cfg, overwrite=args.overwrite)
     except (ValueError, OSError) as e:

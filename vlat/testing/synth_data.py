@@ -6,10 +6,16 @@ five per segment) ask which tone is heard first, last, nearest the middle, most 
 needs the beginning, the end and a count over the whole recording, and accuracy can be measured per length.
 :func:`decode_tone_events` recovers the slot sequence from the waveform by spectral analysis (used by tests).
 
-Layout written (what :mod:`vlat.data` reads): ``audio/<segment_id>.flac`` (16 kHz mono) plus ``train.jsonl`` and
-``test.jsonl``, one question per line with ``id``, ``video_id``, ``segment_id``, ``audio`` (path relative to the
-table), ``duration``, ``question``, ``choices`` (4 strings), ``answer`` (0-based) and ``kind``. Train and test hold
-disjoint ``video_id`` s.
+Layouts written (both read by :mod:`vlat.data`); train and test always hold disjoint videos:
+- ``jsonl``: ``audio/<segment_id>.flac`` (16 kHz mono) plus ``train.jsonl`` and ``test.jsonl``, one question per line
+  with ``id``, ``video_id``, ``segment_id``, ``audio`` (path relative to the table), ``duration``, ``question``,
+  ``choices`` (4 strings), ``answer`` (0-based) and ``kind``;
+- ``yodas2``: exactly the published YODAS2-MCQA layout: one folder per clip length in minutes (``0.5/``, ``2/``),
+  ``<split>-0000i-of-0000n.parquet`` shards in small row groups, one row per question with ``audio_array`` (the
+  16-kHz waveform inline, repeated for each of a recording's five consecutive questions), ``sampling_rate``,
+  ``question`` (stem, the options inline as ``\n(1) …``, and the sentence "Provide only the choice number and the
+  statement." before or after them) and ``label`` (the option number 1-4: a string in even shards, an int in odd
+  ones). No id, video or duration column, as in the real data.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ class SynthConfig:
     tone_seconds: float = 1.5
     present_tones: int = 4  # tones used in one recording; the rest are candidates for "never heard"
     seed: int = 0
+    layout: str = "jsonl"  # jsonl | yodas2 (see the module docstring)
+    shards: int = 2  # yodas2: parquet shards per split and length folder
+    row_group_rows: int = 8  # yodas2: rows per parquet row group
 
     def validate(self) -> None:
         for d in self.durations:
@@ -70,6 +79,10 @@ class SynthConfig:
             raise ValueError(f"test_fraction: {self.test_fraction} is outside [0, 1)")
         if not 0 < self.tone_seconds <= self.slot_seconds:
             raise ValueError("tone_seconds must be in (0, slot_seconds]")
+        if self.layout not in ("jsonl", "yodas2"):
+            raise ValueError(f"layout: {self.layout!r} is not jsonl or yodas2")
+        if self.shards < 1 or self.row_group_rows < 1:
+            raise ValueError("shards and row_group_rows must be >= 1")
 
 
 def _slot_sequence(n_slots: int, rng: np.random.Generator, present: int) -> list[str]:
@@ -143,47 +156,98 @@ def _questions(seq: list[str], rng: np.random.Generator) -> list[tuple[str, str,
     return out
 
 
-def write_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = False) -> Path:
-    """Generate the dataset into ``out_dir`` (assembled beside it, then renamed into place). Deterministic per seed."""
+def _recordings(cfg: SynthConfig):
+    """(split, video_id, segment_id, duration, waveform, questions) for every recording, deterministic per seed."""
+    rng = np.random.default_rng(cfg.seed)
+    for d_idx, duration in enumerate(cfg.durations):
+        n_test = int(round(cfg.videos_per_duration * cfg.test_fraction))
+        for v in range(cfg.videos_per_duration):
+            video_id = f"d{d_idx}v{v:03d}"
+            split = "test" if v < n_test else "train"
+            for s in range(cfg.segments_per_video):
+                seq = _slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones)
+                wav = render_recording(seq, duration, cfg, rng)
+                yield split, video_id, f"{video_id}s{s:02d}", duration, wav, _questions(seq, rng)
+
+
+def _write_jsonl(tmp: Path, cfg: SynthConfig) -> None:
     import soundfile as sf
 
+    (tmp / "audio").mkdir()
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    for split, video_id, seg_id, duration, wav, questions in _recordings(cfg):
+        sf.write(tmp / "audio" / f"{seg_id}.flac", wav, SAMPLE_RATE, subtype="PCM_16")
+        for q, (kind, text, choices, answer) in enumerate(questions):
+            rows[split].append(
+                {
+                    "id": f"{seg_id}q{q}",
+                    "video_id": video_id,
+                    "segment_id": seg_id,
+                    "audio": f"audio/{seg_id}.flac",
+                    "duration": float(duration),
+                    "question": text,
+                    "choices": choices,
+                    "answer": answer,
+                    "kind": kind,
+                }
+            )
+    for split, split_rows in rows.items():
+        with open(tmp / f"{split}.jsonl", "w") as f:
+            for row in split_rows:
+                f.write(json.dumps(row) + "\n")
+
+
+YODAS2_SENTENCE = "Provide only the choice number and the statement."
+
+
+def yodas2_question(stem: str, choices: list[str], sentence_first: bool) -> str:
+    """A question as the published dataset writes it: the options inline, the answer-format sentence on one side."""
+    options = "".join(f"\n({i + 1}) {c}" for i, c in enumerate(choices))
+    return f"{stem} {YODAS2_SENTENCE}{options}" if sentence_first else f"{stem}{options}\n{YODAS2_SENTENCE}"
+
+
+def _write_yodas2(tmp: Path, cfg: SynthConfig) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    groups: dict[tuple[float, str], list[list[dict]]] = {}
+    for split, _video, _seg, duration, wav, questions in _recordings(cfg):
+        rows = [
+            {
+                "audio_array": wav,
+                "question": yodas2_question(text, choices, (q + len(wav)) % 2 == 0),
+                "label": answer + 1,
+            }
+            for q, (_kind, text, choices, answer) in enumerate(questions)
+        ]
+        groups.setdefault((duration, split), []).append(rows)
+    for (duration, split), recordings in groups.items():
+        folder = tmp / f"{round(duration / 60, 3):g}"
+        folder.mkdir(exist_ok=True)
+        n = min(cfg.shards, len(recordings))
+        for i in range(n):
+            rows = [r for rec in recordings[i::n] for r in rec]
+            labels = [str(r["label"]) if i % 2 == 0 else r["label"] for r in rows]
+            table = pa.table(
+                {
+                    "audio_array": pa.array([r["audio_array"] for r in rows], type=pa.list_(pa.float32())),
+                    "sampling_rate": pa.array([SAMPLE_RATE] * len(rows), type=pa.int64()),
+                    "question": [r["question"] for r in rows],
+                    "label": labels,
+                }
+            )
+            pq.write_table(table, folder / f"{split}-{i:05d}-of-{n:05d}.parquet", row_group_size=cfg.row_group_rows)
+
+
+def write_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = False) -> Path:
+    """Generate the dataset into ``out_dir`` (assembled beside it, then renamed into place). Deterministic per seed."""
     cfg.validate()
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass overwrite to replace it)")
     tmp = make_staging_dir(out)
     try:
-        (tmp / "audio").mkdir()
-        rng = np.random.default_rng(cfg.seed)
-        rows: dict[str, list[dict]] = {"train": [], "test": []}
-        for d_idx, duration in enumerate(cfg.durations):
-            n_test = int(round(cfg.videos_per_duration * cfg.test_fraction))
-            for v in range(cfg.videos_per_duration):
-                video_id = f"d{d_idx}v{v:03d}"
-                split = "test" if v < n_test else "train"
-                for s in range(cfg.segments_per_video):
-                    seg_id = f"{video_id}s{s:02d}"
-                    seq = _slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones)
-                    wav = render_recording(seq, duration, cfg, rng)
-                    sf.write(tmp / "audio" / f"{seg_id}.flac", wav, SAMPLE_RATE, subtype="PCM_16")
-                    for q, (kind, text, choices, answer) in enumerate(_questions(seq, rng)):
-                        rows[split].append(
-                            {
-                                "id": f"{seg_id}q{q}",
-                                "video_id": video_id,
-                                "segment_id": seg_id,
-                                "audio": f"audio/{seg_id}.flac",
-                                "duration": float(duration),
-                                "question": text,
-                                "choices": choices,
-                                "answer": answer,
-                                "kind": kind,
-                            }
-                        )
-        for split, split_rows in rows.items():
-            with open(tmp / f"{split}.jsonl", "w") as f:
-                for row in split_rows:
-                    f.write(json.dumps(row) + "\n")
+        (_write_yodas2 if cfg.layout == "yodas2" else _write_jsonl)(tmp, cfg)
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -191,16 +255,19 @@ def write_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConf
     return out
 
 
-SMOKE_DATA = SynthConfig(durations=(30.0, 60.0, 120.0), videos_per_duration=6, segments_per_video=2, seed=0)
+SMOKE_DATA = SynthConfig(
+    durations=(30.0, 60.0, 120.0), videos_per_duration=6, segments_per_video=2, seed=0, layout="yodas2"
+)
 
 
 def write_smoke_fixtures(root: str | os.PathLike = ".smoke") -> Path:
-    """``root/tiny-model`` and ``root/synth-data`` for ``configs/smoke.yaml``; existing ones are kept."""
+    """``root/tiny-model`` and ``root/synth-data`` (the published YODAS2-MCQA layout) for ``configs/smoke.yaml``;
+    existing ones are kept."""
     from vlat.testing.tiny_model import write_tiny_model
 
     root = Path(root)
     if not (root / "tiny-model" / "config.json").exists():
         write_tiny_model(root / "tiny-model")
-    if not (root / "synth-data" / "train.jsonl").exists():
+    if not (root / "synth-data" / "2" / "train-00000-of-00002.parquet").exists():
         write_synth_dataset(root / "synth-data", SMOKE_DATA, overwrite=True)
     return root

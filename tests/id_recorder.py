@@ -1,0 +1,21 @@
+"""A test callback: the question ids each rank trains and validates on, written at the end of the epoch."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+
+
+class RecordIds(L.Callback):
+    def __init__(self, out: str):
+        self.out, self.ids = Path(out), {"train": [], "val": []}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.ids["train"] += batch.get("id", [])
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.ids["val"] += batch.get("id", [])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.ids))
