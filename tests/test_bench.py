@@ -33,6 +33,7 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
         ("featurize.py", ["featurize_realtime_factor"]),
         ("prefix_eval.py", ["prefix_speedup_1", "prefix_speedup_5"]),
         ("padding.py", ["padding_fraction_random", "padding_fraction_bucketed"]),
+        ("dataloader.py", ["audio_s_per_s/1w", "audio_s_per_s/2w", "speedup_2w_vs_1w"]),
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("eval_throughput.py", ["questions_per_s/0.5min", "questions_per_s/1min"]),

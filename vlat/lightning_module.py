@@ -70,6 +70,7 @@ class VLATModule(L.LightningModule):
         self.val_skipped: Counter = Counter()
         self._window_samples = 0  # real samples since the last optimizer step (this rank)
         self._pass_samples = 0  # real samples in the current data pass (this rank)
+        self._epoch_samples = 0  # real samples in the current epoch (this rank)
         self._data_pass = 0
         self._t0 = None
         self._resume_rng = None
@@ -114,9 +115,9 @@ class VLATModule(L.LightningModule):
             self._check_pass_had_data(f"data pass {self._data_pass}")
             self._data_pass = pass_idx
 
-    def _check_pass_had_data(self, where: str) -> None:
+    def _check_pass_had_data(self, where: str, samples: int | None = None) -> None:
         """A whole pass without one usable sample on any rank cannot train: stop instead of spinning."""
-        seen = torch.tensor(float(self._pass_samples), device=self.device)
+        seen = torch.tensor(float(self._pass_samples if samples is None else samples), device=self.device)
         if self.trainer.world_size > 1:
             seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
         if seen.item() == 0:
@@ -152,6 +153,7 @@ class VLATModule(L.LightningModule):
             return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
         self._window_samples += batch["n"]
         self._pass_samples += batch["n"]
+        self._epoch_samples += batch["n"]
         # without a virtual span no position exceeds the sequence length: check (with a sync) only when it could
         # pass the limit; VLAT's long virtual spans are by design
         if batch["input_ids"].shape[1] > self.max_positions and current_config(self.model).virtual_audio_tokens is None:
@@ -192,9 +194,12 @@ class VLATModule(L.LightningModule):
             elapsed = time.perf_counter() - self._t0
             self.log("train/audio_tokens_per_s", self._audio_tokens / max(elapsed, 1e-9), on_step=True, batch_size=1)
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_samples = 0
+
     def on_train_epoch_end(self) -> None:
         self._summarize_skipped(f"epoch {self.current_epoch}")
-        self._check_pass_had_data(f"epoch {self.current_epoch}")
+        self._check_pass_had_data(f"epoch {self.current_epoch}", self._epoch_samples)
 
     # -- validation: logits scoring, accuracy per duration bucket --------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -140,8 +140,9 @@ class MCQABatchStream(IterableDataset):
             shuffle=self.train,
         )
 
-    def _windows(self, plan, pass_idx: int) -> Iterator[tuple[int, int, int, list[dict]]]:
-        """(unit, lo, hi, rows) of each window, one reader per unit segment (rows read in order, once)."""
+    def _windows(self, plan, pass_idx: int) -> Iterator[tuple[int, int, int, Iterator[dict]]]:
+        """(unit, lo, hi, rows) of each window, one reader per unit segment (rows read in order, once); the caller
+        exhausts each window's rows before the next."""
         reader, at = None, None
         for u, lo, hi in plan.windows:
             unit = self.source.units[u]
@@ -151,10 +152,10 @@ class MCQABatchStream(IterableDataset):
                 reader = read_rows(self.source, unit, ordered)
                 if order is None:
                     reader = islice(reader, lo, None)
-            yield u, lo, hi, list(islice(reader, hi - lo))
+            yield u, lo, hi, islice(reader, hi - lo)
             at = (u, hi)
 
-    def _batches_of_window(self, u: int, lo: int, rows: list[dict], n_batches: int, pass_idx: int, bad: Counter):
+    def _batches_of_window(self, u: int, lo: int, rows: Iterator[dict], n_batches: int, pass_idx: int, bad: Counter):
         """Plans (lists of records) of one window: exactly ``n_batches``, the tail empty when rows were dropped."""
         unit = self.source.units[u]
         base = None if self.source.hub else _base_dir(unit.path)
@@ -163,8 +164,20 @@ class MCQABatchStream(IterableDataset):
         def note_filtered() -> None:
             filtered[0] += 1
 
+        own: dict[str, tuple] = {}
+
+        def one_copy(recs: Iterator[Record]) -> Iterator[Record]:
+            """Inline audio (repeated in a recording's five rows) kept once, owned: the rows' arrow batches are freed
+            as the window is read, so a window holds each recording once."""
+            for rec in recs:
+                if isinstance(rec.audio, tuple):
+                    if rec.recording_id not in own:
+                        own[rec.recording_id] = (rec.audio[0].copy(), rec.audio[1])
+                    rec.audio = own[rec.recording_id]
+                yield rec
+
         recs = list(
-            iter_records(self.spec, self.source, iter(rows), base, lambda e: self._note_bad(e, bad), note_filtered)
+            one_copy(iter_records(self.spec, self.source, rows, base, lambda e: self._note_bad(e, bad), note_filtered))
         )
         if self.train:
             pass_rng(self.spec.seed, pass_idx, f"w{u}:{lo}").shuffle(recs)
@@ -247,6 +260,8 @@ class MCQABatchStream(IterableDataset):
             meta = {"data_pass": pass_idx, "epoch": epoch, "buckets": self.buckets()}
             for (u, lo, _hi, rows), n in zip(self._windows(plan, pass_idx), plan.batches, strict=True):
                 if skip >= n:  # consumed before a resume; its counts were reported then
+                    for _ in rows:  # read past it (nothing decoded)
+                        pass
                     skip -= n
                     yielded += n
                     continue
