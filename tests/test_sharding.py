@@ -86,37 +86,24 @@ def test_single_file_decoding_is_spread_over_workers(processor, yodas2_one_file)
     assert per_worker[0] and per_worker[1] and not set(per_worker[0]) & set(per_worker[1])
 
 
+def _rank_batches(processor, source, workers, world, rank, position) -> list[tuple]:
+    """Batch id tuples one rank's DataLoader delivers from ``position`` = (epoch, batches already consumed)."""
+    stream = MCQABatchStream(
+        StreamSpec(str(source), "train", seed=5), processor, 3, train=True, world_size=world, rank=rank, bucket_buffer=6
+    )
+    stream.progress = lambda: position  # what the data module hands over on resume
+    return [tuple(b.get("id", ())) for b in DataLoader(stream, batch_size=None, num_workers=workers)]
+
+
 @pytest.mark.parametrize("workers,world", [(0, 1), (2, 1), (2, 2), (4, 2)])
 def test_resume_mid_epoch_delivers_exactly_the_rest(workers, world, processor, yodas2_dir):
     for epoch in (0, 1):  # a later epoch has its own order, and resumes within it
-        full = []
-        for rank in range(world):
-            stream = MCQABatchStream(
-                StreamSpec(str(yodas2_dir), "train", seed=5),
-                processor,
-                3,
-                train=True,
-                world_size=world,
-                rank=rank,
-                bucket_buffer=6,
-            )
-            stream.epoch = epoch
-            full.append([tuple(b.get("id", ())) for b in DataLoader(stream, batch_size=None, num_workers=workers)])
+        full = [_rank_batches(processor, yodas2_dir, workers, world, rank, (epoch, 0)) for rank in range(world)]
+        assert full[0]
         for k in (1, 3, len(full[0]) - 1):
             for rank in range(world):
-                stream = MCQABatchStream(
-                    StreamSpec(str(yodas2_dir), "train", seed=5),
-                    processor,
-                    3,
-                    train=True,
-                    world_size=world,
-                    rank=rank,
-                    bucket_buffer=6,
-                )
-                stream.progress = lambda k=k, e=epoch: (e, k)  # what the data module hands over on resume
-                rest = [tuple(b.get("id", ())) for b in DataLoader(stream, batch_size=None, num_workers=workers)]
+                rest = _rank_batches(processor, yodas2_dir, workers, world, rank, (epoch, k))
                 assert rest == full[rank][k:], (epoch, k, rank)
-    assert [b for b in full[0]] != []
 
 
 def test_order_is_deterministic_per_seed_and_changes_per_epoch(processor, yodas2_dir):

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count, islice
+from pathlib import Path
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -158,7 +159,7 @@ class MCQABatchStream(IterableDataset):
     def _batches_of_window(self, u: int, lo: int, rows: Iterator[dict], n_batches: int, pass_idx: int, bad: Counter):
         """Plans (lists of records) of one window: exactly ``n_batches``, the tail empty when rows were dropped."""
         unit = self.source.units[u]
-        base = None if self.source.hub else _base_dir(unit.path)
+        base = None if self.source.hub else Path(unit.path).parent
         filtered = [0]
 
         def note_filtered() -> None:
@@ -284,12 +285,6 @@ class MCQABatchStream(IterableDataset):
                     skip -= 1
                     continue
                 yield {"n": 0, "skipped": {}, "filtered": 0, **meta}
-
-
-def _base_dir(path: str):
-    from pathlib import Path
-
-    return Path(path).parent
 
 
 def batch_size_of(batch: dict) -> int:
