@@ -5,11 +5,12 @@ and repeated for each of a recording's five questions, row groups as large as th
 DataLoader exactly as ``train.py`` builds it: the real ``MCQABatchStream`` with the data module's default buffers,
 batch 8, decode + resample + 30-s windows + log-mel features + tokenisation + collate, all in worker processes.
 
-Reported per worker count: audio seconds delivered per wall second (each question counts its recording's duration,
-as a training step consumes it) and each worker's peak memory, polled from ``/proc``: resident (``VmHWM``, which
+Reported per worker count (median of ``--repeats`` interleaved runs, and their range): audio seconds delivered per
+wall second (each question counts its recording's duration, as a training step consumes it), the time to the first
+batch, and each worker's peak memory, polled from ``/proc``: resident (``VmHWM``, which
 also counts pages shared with the parent process) and private (what the worker itself adds).
 
-    python bench/dataloader.py                 # 24 recordings x 5 questions x 2 min, 1 and 2 workers
+    python bench/dataloader.py                   # 48 recordings x 5 questions x 2 min, 1 and 2 workers
     python bench/dataloader.py --tiny
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -44,19 +46,24 @@ def _children() -> list[int]:
 
 
 def _poll_workers(stop: threading.Event, rss: dict[int, int], private: dict[int, int]) -> None:
-    """Peak RSS (``VmHWM``, counts pages shared with the parent) and peak private memory (``smaps_rollup``:
-    ``Private_Clean + Private_Dirty``, what the worker itself adds) of each child process, in kB."""
+    """Peak RSS of each child process (``VmHWM``, the kernel's own high-water mark; counts pages shared with the
+    parent), and its private memory (``smaps_rollup``: ``Private_Clean + Private_Dirty``, what the worker itself adds)
+    sampled once a second (reading it walks the worker's page tables, which slows a worker read often), in kB."""
+    tick = 0
     while not stop.is_set():
         for pid in _children():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
-                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text() if tick % 4 == 0 else ""
             except OSError:
                 continue
             fields = dict(line.split(":", 1) for line in (status + rollup).splitlines() if ":" in line)
+            if "VmHWM" not in fields:  # exiting: its memory is gone
+                continue
             rss[pid] = max(rss.get(pid, 0), int(fields["VmHWM"].split()[0]))
             own = sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty") if k in fields)
             private[pid] = max(private.get(pid, 0), own)
+        tick += 1
         stop.wait(0.25)
 
 
@@ -78,9 +85,11 @@ def run(source: str, processor, workers: int, batch_size: int, bucket_buffer: in
     poller.start()
     t0 = time.perf_counter()
     audio_s = questions = 0.0
+    first_at = None
     for batch in DataLoader(stream, batch_size=None, num_workers=workers):
         audio_s += sum(batch.get("duration", []))
         questions += batch["n"]
+        first_at = first_at or time.perf_counter() - t0
     wall = time.perf_counter() - t0
     stop.set()
     poller.join()
@@ -90,6 +99,7 @@ def run(source: str, processor, workers: int, batch_size: int, bucket_buffer: in
         "audio_seconds": audio_s,
         "wall_s": wall,
         "audio_s_per_s": audio_s / wall,
+        "first_batch_s": first_at,
         "peak_rss_gib_per_worker": [kb / 2**20 for kb in sorted(rss.values())],
         "peak_private_gib_per_worker": [kb / 2**20 for kb in sorted(private.values())],
     }
@@ -97,7 +107,7 @@ def run(source: str, processor, workers: int, batch_size: int, bucket_buffer: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recordings", type=int, default=24)
+    ap.add_argument("--recordings", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--row-group-rows", type=int, default=156, help="~1.2 GB row groups at 2 min, as published")
@@ -105,10 +115,11 @@ def main() -> None:
     ap.add_argument("--bucket-buffer", type=int, default=256, help="the data module's default")
     ap.add_argument("--buffer-mib", type=float, default=512, help="the data module's default")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per worker count; the headline is their median")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     if args.tiny:
-        args.recordings, args.seconds, args.shards = 2, 30.0, 2
+        args.recordings, args.seconds, args.shards, args.repeats = 2, 30.0, 2, 1
     from transformers import AutoProcessor
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,16 +138,22 @@ def main() -> None:
             pool.submit(write_synth_dataset, data, cfg).result()
             pool.submit(write_tiny_model, model).result()
         processor = AutoProcessor.from_pretrained(model)  # the 128-bin Whisper feature extractor of Qwen2-Audio
-        runs = [
+        runs = [  # interleaved repeats: a slow spell of the machine hits every worker count alike
             run(str(data), processor, int(w), args.batch_size, args.bucket_buffer, args.buffer_mib)
+            for _ in range(args.repeats)
             for w in args.workers.split(",")
         ]
-    by_workers = {r["workers"]: r for r in runs}
-    headline = {f"audio_s_per_s/{w}w": r["audio_s_per_s"] for w, r in by_workers.items()}
+    by_workers = {w: [r for r in runs if r["workers"] == w] for w in sorted({r["workers"] for r in runs})}
+    median = {w: statistics.median(r["audio_s_per_s"] for r in rs) for w, rs in by_workers.items()}
+    headline = {f"audio_s_per_s/{w}w": m for w, m in median.items()}
+    headline |= {
+        f"audio_s_per_s_range/{w}w": [min(r["audio_s_per_s"] for r in rs), max(r["audio_s_per_s"] for r in rs)]
+        for w, rs in by_workers.items()
+    }
     headline["peak_rss_gib_per_worker_max"] = max(max(r["peak_rss_gib_per_worker"] or [0.0]) for r in runs)
     headline["peak_private_gib_per_worker_max"] = max(max(r["peak_private_gib_per_worker"] or [0.0]) for r in runs)
     if 1 in by_workers and 2 in by_workers:
-        headline["speedup_2w_vs_1w"] = by_workers[2]["audio_s_per_s"] / by_workers[1]["audio_s_per_s"]
+        headline["speedup_2w_vs_1w"] = median[2] / median[1]  # of the medians
     write_results(
         "dataloader" + ("_tiny" if args.tiny else ""),
         {
@@ -149,6 +166,7 @@ def main() -> None:
             "bucket_buffer": args.bucket_buffer,
             "buffer_mib": args.buffer_mib,
             "cpu_count": os.cpu_count(),
+            "repeats": args.repeats,
             "runs": runs,
         },
         headline,

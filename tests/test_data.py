@@ -263,14 +263,52 @@ def test_length_bucketing_keeps_padding_low(synth_dir, processor):
     assert frac_random > frac
 
 
-def test_a_recording_is_decoded_once_per_batch(yodas2_dir, processor, monkeypatch):
+def _count_encodes(monkeypatch) -> list:
     import vlat.data.stream as stream_mod
 
     calls = []
     real = stream_mod.encode_recording
     monkeypatch.setattr(stream_mod, "encode_recording", lambda *a, **k: calls.append(1) or real(*a, **k))
-    batches = [b for b in _stream(processor, yodas2_dir, split="test", train=False, batch_size=5) if b["n"]]
+    return calls
+
+
+def test_inline_audio_is_featurised_once_per_recording_per_window(yodas2_one_file, processor, monkeypatch):
+    calls = _count_encodes(monkeypatch)
+    # one row group, one window: a recording's five questions land in different batches, featurised once
+    batches = [b for b in _stream(processor, yodas2_one_file, batch_size=3) if b["n"]]
+    recordings = {r for b in batches for r in b["recording_id"]}
+    assert len(calls) == len(recordings) < sum(len(set(b["recording_id"])) for b in batches)
+    assert sum(b["n"] for b in batches) == 5 * len(recordings)
+
+
+def test_audio_files_are_decoded_once_per_batch(synth_dir, processor, monkeypatch):
+    calls = _count_encodes(monkeypatch)
+    batches = [b for b in _stream(processor, synth_dir, split="test", train=False, batch_size=5) if b["n"]]
     assert len(calls) == sum(len(set(b["recording_id"])) for b in batches) < sum(b["n"] for b in batches)
+
+
+def test_a_recording_that_cannot_be_featurised_skips_each_of_its_questions(yodas2_one_file, processor, monkeypatch):
+    calls = _count_encodes(monkeypatch)
+    batches = list(_stream(processor, yodas2_one_file, batch_size=3, max_audio_seconds=10.0))  # clips are 30 s
+    skipped = Counter()
+    for b in batches:
+        skipped.update(b["skipped"])
+    assert sum(b["n"] for b in batches) == 0 and skipped == {"too_long": 5 * len(calls)}
+
+
+def test_worker_batches_are_collated_into_shared_memory(yodas2_one_file, processor):
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class Probe(IterableDataset):  # reports from inside the worker, before torch's own transfer
+        def __iter__(self):
+            for b in _stream(processor, yodas2_one_file, batch_size=3):
+                if b["n"]:
+                    yield b["input_features"].is_shared()
+
+    assert all(DataLoader(Probe(), batch_size=None, num_workers=1))
+    assert not next(b for b in _stream(processor, yodas2_one_file, batch_size=3) if b["n"])[
+        "input_features"
+    ].is_shared()
 
 
 def test_validation_batches_are_left_padded_with_prefix(synth_dir, processor):

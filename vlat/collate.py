@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch.utils.data import get_worker_info
 
 from vlat.prompts import IGNORE_INDEX
 
@@ -50,12 +51,23 @@ class MCQACollator:
             batch["attention_mask"][i, sl] = e["attention_mask"]
             if has_labels:
                 batch["labels"][i, sl] = e["labels"]
-        batch["input_features"] = torch.cat([e["input_features"] for e in examples])
-        batch["feature_attention_mask"] = torch.cat([e["feature_attention_mask"] for e in examples])
+        batch["input_features"] = _cat([e["input_features"] for e in examples])
+        batch["feature_attention_mask"] = _cat([e["feature_attention_mask"] for e in examples])
         for key in examples[0]:  # metadata (ids, buckets, answers, ...) rides along as lists
             if key not in batch and key not in MODEL_KEYS:
                 batch[key] = [e.get(key) for e in examples]
         return batch
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat``; in a DataLoader worker straight into shared memory, so sending the batch to the training
+    process copies nothing more (as torch's ``default_collate`` does)."""
+    if get_worker_info() is None:
+        return torch.cat(tensors)
+    shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
+    out = torch.empty(0, dtype=tensors[0].dtype)
+    out.set_(out.untyped_storage()._new_shared(out.element_size() * torch.Size(shape).numel()), 0, shape)
+    return torch.cat(tensors, out=out)
 
 
 def padded_fraction(attention_mask: torch.Tensor) -> float:

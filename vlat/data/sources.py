@@ -226,8 +226,11 @@ def json_rows(fsref: _FsRef, path: str) -> tuple[dict, ...]:
     return tuple(rows)
 
 
-def read_rows(source: Source, unit: Unit, order: list[int] | None = None, chunk_rows: int = 8) -> Iterator[dict]:
-    """Rows of ``unit`` as dicts (``order``: the unit's row order, random-access units only).
+def read_rows(
+    source: Source, unit: Unit, order: list[int] | None = None, chunk_bytes: int = 32 << 20
+) -> Iterator[dict]:
+    """Rows of ``unit`` as dicts (``order``: the unit's row order, random-access units only), parquet rows decoded
+    about ``chunk_bytes`` at a time (a few rows of inline audio).
 
     Parquet list-of-number columns (inline waveforms) come back as zero-copy float numpy arrays, other columns as
     Python values. Each row carries ``_row`` (its index in the file) and ``_unit`` (the unit's name).
@@ -241,9 +244,11 @@ def read_rows(source: Source, unit: Unit, order: list[int] | None = None, chunk_
     import pyarrow.parquet as pq
 
     with fs.open(unit.path, "rb") as f:
-        pf = pq.ParquetFile(f, buffer_size=1 << 20)  # buffered: a row group is read page by page, not whole
+        # buffered and not pre-buffered: a row group (about 1.2 GB as published) is read page by page, never whole
+        pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
         row = unit.row_offset
-        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[unit.row_group]):
+        chunk_rows = max(1, min(1024, int(chunk_bytes // max(unit.bytes_per_row, 1.0))))
+        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[unit.row_group], use_threads=False):
             cols = {name: _column(batch.column(name)) for name in batch.schema.names}
             for i in range(batch.num_rows):
                 yield {**{k: v(i) for k, v in cols.items()}, "_row": row, "_unit": unit.name}

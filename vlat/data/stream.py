@@ -2,8 +2,9 @@
 
 Per data pass: the source's units (parquet row groups, JSON tables; :mod:`vlat.data.sources`) -> this worker's exact
 share of rows (:mod:`vlat.data.plan`, the only place that decides sharding) -> windows of rows, normalized to
-metadata records (bad and filtered rows counted) -> sorted by duration and cut into batches -> audio decoded and
-featurised once per recording per batch -> collated. Nothing else shards: the DataLoader's workers and DDP ranks are
+metadata records (bad and filtered rows counted; inline audio featurised once per recording per window, as it is
+read) -> sorted by duration and cut into batches -> audio files decoded and featurised once per recording per batch ->
+collated. Nothing else shards: the DataLoader's workers and DDP ranks are
 both handled by the plan, so every question is delivered exactly once per pass.
 
 Bad samples are skipped and counted by reason; counts ride along with each batch (``skipped``, ``filtered``) so the
@@ -28,7 +29,7 @@ from vlat.data.plan import batches_before, pass_rng, plan_pass, row_order
 from vlat.data.records import ColumnMapping, Record, in_holdout, nearest_bucket, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.errors import BadSampleError
-from vlat.prompts import build_mcqa_example, encode_recording
+from vlat.prompts import EncodedAudio, build_mcqa_example, encode_recording
 
 log = logging.getLogger("vlat.data")
 
@@ -156,7 +157,9 @@ class MCQABatchStream(IterableDataset):
             yield u, lo, hi, islice(reader, hi - lo)
             at = (u, hi)
 
-    def _batches_of_window(self, u: int, lo: int, rows: Iterator[dict], n_batches: int, pass_idx: int, bad: Counter):
+    def _batches_of_window(
+        self, u: int, lo: int, rows: Iterator[dict], n_batches: int, pass_idx: int, bad: Counter, encode: bool = True
+    ):
         """Plans (lists of records) of one window: exactly ``n_batches``, the tail empty when rows were dropped."""
         unit = self.source.units[u]
         base = None if self.source.hub else Path(unit.path).parent
@@ -165,20 +168,23 @@ class MCQABatchStream(IterableDataset):
         def note_filtered() -> None:
             filtered[0] += 1
 
-        own: dict[str, tuple] = {}
+        encoded: dict[str, EncodedAudio | BadSampleError] = {}
 
-        def one_copy(recs: Iterator[Record]) -> Iterator[Record]:
-            """Inline audio (repeated in a recording's five rows) kept once, owned: the rows' arrow batches are freed
-            as the window is read, so a window holds each recording once."""
+        def encode_inline(recs: Iterator[Record]) -> Iterator[Record]:
+            """Inline audio (repeated in a recording's five rows) featurised once per window, as it is read: the
+            window holds each recording's features (smaller than its waveform), and the rows' arrow batches are
+            freed as the window is read. Audio files stay on disk until their batch is built."""
             for rec in recs:
-                if isinstance(rec.audio, tuple):
-                    if rec.recording_id not in own:
-                        own[rec.recording_id] = (rec.audio[0].copy(), rec.audio[1])
-                    rec.audio = own[rec.recording_id]
+                if encode and isinstance(rec.audio, tuple):
+                    if rec.recording_id not in encoded:
+                        encoded[rec.recording_id] = self._encode(rec)
+                    rec.audio = encoded[rec.recording_id]
                 yield rec
 
         recs = list(
-            one_copy(iter_records(self.spec, self.source, rows, base, lambda e: self._note_bad(e, bad), note_filtered))
+            encode_inline(
+                iter_records(self.spec, self.source, rows, base, lambda e: self._note_bad(e, bad), note_filtered)
+            )
         )
         if self.train:
             pass_rng(self.spec.seed, pass_idx, f"w{u}:{lo}").shuffle(recs)
@@ -193,7 +199,7 @@ class MCQABatchStream(IterableDataset):
         """Batch plans of one whole pass as one worker would see them (metadata only; used by benchmarks)."""
         plan = self._plan(pass_idx, 0, 1)
         for (u, lo, _hi, rows), n in zip(self._windows(plan, pass_idx), plan.batches, strict=True):
-            yield from self._batches_of_window(u, lo, rows, n, pass_idx, Counter())[0]
+            yield from self._batches_of_window(u, lo, rows, n, pass_idx, Counter(), encode=False)[0]
 
     # -- materialisation ---------------------------------------------------------------------------------------
     def _note_bad(self, e: BadSampleError, bad: Counter) -> None:
@@ -203,20 +209,29 @@ class MCQABatchStream(IterableDataset):
             self._log_budget -= 1
             log.warning("skipping %s", e)
 
+    def _encode(self, rec: Record) -> EncodedAudio | BadSampleError:
+        try:
+            return encode_recording(self.processor, rec.audio, max_audio_seconds=self.max_audio_seconds, name=rec.id)
+        except BadSampleError as e:
+            return e
+
     def _build(self, plan: list[Record], bad: Counter) -> dict:
-        """Decode and featurise each recording once, then one example per question."""
-        encoded: dict[str, object] = {}
+        """Featurise each recording once (inline audio already was, per window), then one example per question."""
+        encoded: dict[str, EncodedAudio | BadSampleError] = {}
         examples = []
         grid = self.spec.grid(self.source)
         for rec in plan:
-            try:
+            audio = rec.audio
+            if not isinstance(audio, EncodedAudio | BadSampleError):
                 if rec.recording_id not in encoded:
-                    encoded[rec.recording_id] = encode_recording(
-                        self.processor, rec.audio, max_audio_seconds=self.max_audio_seconds, name=rec.id
-                    )
+                    encoded[rec.recording_id] = self._encode(rec)
+                audio = encoded[rec.recording_id]
+            try:
+                if isinstance(audio, BadSampleError):
+                    raise audio
                 ex = build_mcqa_example(
                     self.processor,
-                    encoded[rec.recording_id],
+                    audio,
                     rec.question,
                     rec.options,
                     rec.answer if self.train else None,
@@ -224,7 +239,6 @@ class MCQABatchStream(IterableDataset):
                     name=rec.id,
                 )
             except BadSampleError as e:
-                encoded.setdefault(rec.recording_id, e)
                 self._note_bad(e, bad)
                 continue
             ex.update(
