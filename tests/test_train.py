@@ -34,12 +34,13 @@ def write_config(tmp_path, tiny_model_dir, synth_dir, workers=0, **overrides):
     return path, run
 
 
-def train(config, *extra, check=True):
+def train(config, *extra, check=True, env=None):
     res = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(config), *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=env,
     )
     if check:
         assert res.returncode == 0, res.stderr[-4000:]

@@ -1,13 +1,32 @@
-"""Checkpoints that also write the LoRA adapter in PEFT format, loadable with ``PeftModel.from_pretrained``."""
+"""Checkpoints that cannot be lost or half-written, each with the LoRA adapter it was saved with.
+
+- Every ``.ckpt`` is written to a hidden temporary file beside it and renamed into place (never a copy over the old
+  file, whatever filesystem ``$TMPDIR`` is on): an interrupted save or a full disk leaves the previous checkpoint.
+- Each checkpoint carries its adapter's files (``vlat_adapter``); ``<name>-adapter/`` beside it is the same adapter
+  in PEFT format for ``PeftModel.from_pretrained``. ``evaluate.py --adapter X.ckpt`` loads the bytes inside
+  ``X.ckpt``, so it always evaluates the weights saved with that checkpoint.
+- ``--ckpt_path last`` resumes from the newest complete checkpoint (:func:`newest_checkpoint`).
+- An unwritable checkpoint directory is an error at setup, before the model loads.
+"""
 
 from __future__ import annotations
 
+import logging
 import shutil
+import tempfile
 from pathlib import Path
 
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vlat.io import make_staging_dir, publish_dir
+from vlat.errors import ConfigError
+from vlat.io import TMP_SUFFIX, make_staging_dir, publish_dir, write_file_atomic
+
+log = logging.getLogger("vlat")
+ADAPTER_KEY = "vlat_adapter"  # {file name: bytes} of the PEFT adapter saved with the checkpoint
 
 
 def adapter_dir_for(ckpt_path: str | Path) -> Path:
@@ -16,21 +35,87 @@ def adapter_dir_for(ckpt_path: str | Path) -> Path:
     return p.with_name(p.stem + "-adapter")
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file beside the destination, fsync, rename (Lightning's default writes through
+    a temporary file in ``$TMPDIR`` and, across filesystems, copies it over the old checkpoint)."""
+
+    def save_checkpoint(self, checkpoint: dict, path: _PATH, storage_options=None) -> None:
+        if get_filesystem(path).protocol not in ("file", ("file", "local")):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        write_file_atomic(path, lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint_head(path: str | Path) -> dict:
+    """A checkpoint's contents with tensors memory-mapped, not read (cheap for a completeness check)."""
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+
+
+def newest_checkpoint(dirs: list[Path]) -> tuple[Path | None, list[str]]:
+    """The complete checkpoint with the highest global step in ``dirs`` (``last.ckpt`` wins a tie), and the
+    unreadable ones (``name (error)``), which are never chosen."""
+    best, best_key, broken = None, None, []
+    for d in dirs:
+        for p in sorted(Path(d).glob("*.ckpt")):
+            try:
+                step = int(load_checkpoint_head(p)["global_step"])
+            except Exception as e:  # truncated, empty, not a checkpoint
+                broken.append(f"{p.name} ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})")
+                continue
+            key = (step, p.stem == "last", p.stat().st_mtime)
+            if best_key is None or key > best_key:
+                best, best_key = p, key
+    return best, broken
+
+
+def adapter_files(ckpt_path: str | Path) -> dict[str, bytes] | None:
+    """The adapter files saved inside a checkpoint (``None`` for checkpoints written before they were)."""
+    return load_checkpoint_head(ckpt_path).get(ADAPTER_KEY)
+
+
 class AdapterCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` that writes ``<name>-adapter/`` (adapter_config.json + adapter_model.safetensors) beside
-    every ``<name>.ckpt`` it keeps, and removes it with the checkpoint. Written atomically on global rank 0."""
+    """A ``ModelCheckpoint`` whose checkpoints are written atomically, carry their adapter and get
+    ``<name>-adapter/`` (adapter_config.json + adapter_model.safetensors) beside them; see the module docstring."""
+
+    _adapter: dict[str, bytes] | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: replace; keep a user's plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if (
+            trainer.is_global_zero
+            and self.dirpath
+            and get_filesystem(self.dirpath).protocol in ("file", ("file", "local"))
+        ):
+            d = Path(self.dirpath)
+            try:  # found now, not at the first save after hours of training
+                d.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=d).close()
+            except OSError as e:
+                raise ConfigError(f"checkpoint dirpath {d}: cannot write there ({e.strerror or e})") from e
+            for stale in d.glob(f".*{TMP_SUFFIX}"):  # left by a save that was killed
+                stale.unlink(missing_ok=True)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._adapter is not None:
+            checkpoint[ADAPTER_KEY] = self._adapter
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
+        staging = dest = None
         if trainer.is_global_zero:
             dest = adapter_dir_for(filepath)
-            tmp = make_staging_dir(dest)
-            try:
-                trainer.lightning_module.model.save_pretrained(tmp)
-                publish_dir(tmp, dest)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            staging = make_staging_dir(dest)
+        try:
+            if staging is not None:
+                trainer.lightning_module.model.save_pretrained(staging)
+                self._adapter = {f.name: f.read_bytes() for f in sorted(staging.iterdir()) if f.is_file()}
+            super()._save_checkpoint(trainer, filepath)  # the checkpoint (with the adapter's bytes) is the commit
+            if staging is not None:
+                publish_dir(staging, dest)
+        finally:
+            self._adapter = None
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
 
     def _remove_checkpoint(self, trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)

@@ -1,4 +1,4 @@
-"""Errors for bad samples. Each names the sample/file and carries a short ``reason`` code that long jobs count."""
+"""Errors: bad samples (named, with a ``reason`` code long jobs count) and bad configuration (one line, exit 2)."""
 
 from __future__ import annotations
 
@@ -9,3 +9,8 @@ class BadSampleError(ValueError):
     def __init__(self, sample: str, reason: str, detail: str):
         self.sample, self.reason, self.detail = sample, reason, detail
         super().__init__(f"{sample}: {detail}")
+
+
+class ConfigError(ValueError):
+    """A configuration or input mistake found before any model loads: ``train.py`` / ``evaluate.py`` print
+    ``error: <field or file>: <problem>`` and exit 2."""

@@ -10,7 +10,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def make_staging_dir(dest: Path) -> Path:
@@ -36,18 +38,29 @@ def publish_dir(staging: Path, dest: Path) -> None:
         os.replace(staging, dest)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+TMP_SUFFIX = ".partial"  # what an interrupted write leaves: a hidden ``.<name>.<random>.partial``, never ``<name>``
+
+
+def write_file_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """``write(f)`` into a hidden temporary file beside ``path`` (same filesystem, whatever ``$TMPDIR`` is), flushed
+    to disk, then renamed over ``path`` in one step: ``path`` is the old file or the new one, never part of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    write_file_atomic(path, lambda f: f.write(text.encode()))
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from vlat.errors import ConfigError
+
 TABLE_SUFFIXES = (".jsonl", ".parquet", ".json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class SourceError(ValueError):
+class SourceError(ConfigError):
     """A source that cannot be read at all (missing, empty, wrong layout): reported in one line."""
 
 

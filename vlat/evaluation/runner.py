@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,12 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from vlat.audio import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens
-from vlat.checkpointing import adapter_dir_for
+from vlat.checkpointing import adapter_dir_for, adapter_files
 from vlat.collate import MCQACollator
 from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
-from vlat.errors import BadSampleError
+from vlat.errors import BadSampleError, ConfigError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.model_loading import load_model, load_processor
 from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
@@ -25,7 +28,7 @@ from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config
 from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate
 
 
-class EvalInputError(ValueError):
+class EvalInputError(ConfigError):
     """Bad evaluation input (missing adapter, wrong base model, unusable dataset): reported in one line."""
 
 
@@ -47,21 +50,49 @@ class EvalSpec:
     columns: ColumnMapping = field(default_factory=ColumnMapping)
 
 
+def split_label(entry: str) -> tuple[str, str]:
+    """``LABEL=PATH`` -> (LABEL, PATH); a path alone -> ("", path). Lightning's names hold ``=``
+    (``runs/x/checkpoints/epoch=0-step=60.ckpt``): an existing path, or a "label" with a ``/``, is a path."""
+    label, sep, path = entry.partition("=")
+    if not sep or "/" in label or not label or Path(entry).exists():
+        return "", entry
+    return label, path
+
+
+def _checkpoint_adapter(entry: str, ckpt: Path) -> Path:
+    """The adapter saved inside ``ckpt`` (byte for byte, in a temporary directory); ``<name>-adapter/`` beside it for
+    checkpoints that carry none."""
+    if not ckpt.is_file():
+        raise EvalInputError(f"--adapter {entry}: no such checkpoint")
+    try:
+        files = adapter_files(ckpt)
+    except Exception as e:
+        raise EvalInputError(f"--adapter {entry}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    if files is None:
+        return adapter_dir_for(ckpt)
+    out = Path(tempfile.mkdtemp(prefix=f"vlat-{ckpt.stem}-adapter-"))
+    atexit.register(shutil.rmtree, out, True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    return out
+
+
 def resolve_adapters(entries: list[str]) -> list[tuple[str, Path]]:
     """``DIR``, ``X.ckpt`` (its ``X-adapter/``) or ``LABEL=PATH`` -> (label, adapter dir); errors name the path."""
     out = []
     for entry in entries:
-        label, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        label, path = split_label(entry)
         p = Path(path)
         if p.suffix == ".ckpt":
-            p = adapter_dir_for(p)
+            p = _checkpoint_adapter(entry, p)
         if not (p / "adapter_config.json").exists():
             raise EvalInputError(f"--adapter {entry}: no PEFT adapter at {p} (expected adapter_config.json)")
-        if not label:  # runs/<run>/checkpoints/<name>-adapter -> "<run>/<name>"
+        if not label:  # runs/<run>/checkpoints/<name>-adapter (or <name>.ckpt) -> "<run>/<name>"
+            named = adapter_dir_for(path) if Path(path).suffix == ".ckpt" else p
             label = (
-                f"{p.parent.parent.name}/{p.name.removesuffix('-adapter')}"
-                if p.parent.name == "checkpoints"
-                else p.name
+                f"{named.parent.parent.name}/{named.name.removesuffix('-adapter')}"
+                if named.parent.name == "checkpoints"
+                else named.name
             )
         out.append((label, p))
     labels = [label for label, _ in out]
