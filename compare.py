@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         base = yaml.safe_load(open(args.base_config))
     except OSError as e:
         p.error(f"--base-config {args.base_config}: {e.strerror}")
+    from vlat.errors import ConfigError
     from vlat.evaluation import EvalInputError, EvalSpec
-    from vlat.evaluation.compare import aggregate_seeds, evaluate_run, train_run, write_comparison
+    from vlat.evaluation.compare import aggregate_seeds, comparison_table, evaluate_run, train_run, write_comparison
+    from vlat.evaluation.runner import validate
+    from vlat.io import check_output_dir
 
     model = base.get("model", {}).get("model_name_or_path", "Qwen/Qwen2-Audio-7B-Instruct")
     spec = EvalSpec(
@@ -60,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         original_audio_seconds=args.original_audio_seconds,
         max_questions=args.max_questions,
     )
+    try:
+        validate(spec)
+        check_output_dir(args.output)
+    except ConfigError as e:
+        p.error(str(e))
     out = Path(args.output)
     per_run = []
     try:
@@ -76,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare.py: error: {e}", file=sys.stderr)
         return 2
     agg = aggregate_seeds(per_run)
-    write_comparison(out, agg, per_run)
-    print((out / "comparison.md").read_text(), end="")
+    print(comparison_table(agg), end="")
+    try:
+        write_comparison(out, agg, per_run)
+    except OSError as e:
+        print(f"compare.py: error: --output {out}: comparison not written ({e.strerror or e})", file=sys.stderr)
+        return 1
     print(f"wrote {out}/comparison.md, comparison.json, comparison.csv, accuracy_vs_length.png")
     return 0
 

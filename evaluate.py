@@ -3,7 +3,8 @@
     python evaluate.py --model Qwen/Qwen2-Audio-7B-Instruct --adapter runs/vlat_default/checkpoints/last.ckpt \\
         --data yophis/yodas2-mcqa --methods vanilla,partial_pi --lengths 1,2,5,10 --output results/vlat_default
 
-Writes results.json, results.csv, results.md (paper layout) and predictions.jsonl into --output, all at the end.
+Writes results.json, results.csv, results.md (paper layout) and predictions.jsonl into --output, all at the end and
+all at once (each is a link through --output/.current, switched in one step; the output is checked first).
 Options can also come from a YAML file (--config eval.yaml, keys = option names with underscores).
 """
 
@@ -75,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from vlat.evaluation import EvalInputError, EvalSpec, Evaluator, write_outputs
+    from vlat.errors import ConfigError
+    from vlat.evaluation import EvalSpec, Evaluator, markdown_table, write_outputs
+    from vlat.io import check_output_dir
 
     spec = EvalSpec(
         model=args.model,
@@ -93,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         attn_implementation=args.attn_implementation,
     )
     try:
+        check_output_dir(args.output)
         evaluator = Evaluator(spec)
-    except (EvalInputError, OSError) as e:
+    except (ConfigError, OSError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
     preds, rows = evaluator.run(progress=not args.no_progress)
@@ -102,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         "spec": {k: v for k, v in vars(args).items() if k != "no_progress"},
         "skipped_questions": evaluator.skipped_questions,
     }
-    out = write_outputs(args.output, rows, preds, meta)
-    from vlat.evaluation import markdown_table
-
-    print(markdown_table(rows), end="")
+    print(markdown_table(rows), end="")  # first: the results survive a failed write
+    try:
+        out = write_outputs(args.output, rows, preds, meta)
+    except OSError as e:
+        print(f"evaluate.py: error: --output {args.output}: results not written ({e.strerror or e})", file=sys.stderr)
+        return 1
     print(f"wrote {out}/results.json, results.csv, results.md, predictions.jsonl")
     return 0
 

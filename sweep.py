@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.adapter) > 1:
         p.error("--adapter: the sweep takes at most one adapter")
     from vlat.evaluation import EvalInputError, EvalSpec, Evaluator
-    from vlat.evaluation.sweep import run_sweep, write_sweep
+    from vlat.evaluation.sweep import check_grid, run_sweep, write_sweep
+    from vlat.io import check_output_dir
 
     spec = EvalSpec(
         model=args.model,
@@ -47,17 +48,23 @@ def main(argv: list[str] | None = None) -> int:
         max_questions=args.max_questions,
     )
     try:
+        check_output_dir(args.output)
+        check_grid(args.model, args.cutoffs, args.temperatures)
         ev = Evaluator(spec)
         result = run_sweep(ev, args.length, args.cutoffs, args.temperatures, progress=not args.no_progress)
     except (EvalInputError, ValueError, OSError) as e:
         print(f"sweep.py: error: {e}", file=sys.stderr)
         return 2
-    out = write_sweep(args.output, result)
     best = result["best"]
     print(
         f"best: cutoff_dim {best['cutoff_dim']}, temperature {best['temperature']:g}, "
         f"accuracy {100 * best['accuracy']:.2f}% over {result['questions']} questions"
     )
+    try:
+        out = write_sweep(args.output, result)
+    except OSError as e:
+        print(f"sweep.py: error: --output {args.output}: results not written ({e.strerror or e})", file=sys.stderr)
+        return 1
     print(f"wrote {out}/sweep.json, sweep.csv, heatmap.png")
     return 0
 

@@ -167,3 +167,201 @@ def test_unwritable_checkpoint_directory_fails_in_one_line_before_training(tmp_p
     err = res.stderr.strip().splitlines()
     assert err[-1].startswith("train.py: error: checkpoint dirpath") and "a-file/checkpoints" in err[-1]
     assert "Traceback" not in res.stderr and not scalars(run, "train/loss")
+
+
+# -- published outputs -------------------------------------------------------------------------------------------
+_PUBLISH = """
+import os, sys
+from pathlib import Path
+import vlat.io as io
+kill_at, calls = int(sys.argv[2]), [0]
+real = io._symlink_atomic
+def hook(target, link):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os._exit(137)  # SIGKILL-like: no cleanup runs
+    real(target, link)
+io._symlink_atomic = hook
+if kill_at == 7:  # killed after the switch, while the old generation is removed
+    io.shutil.rmtree = lambda *a, **k: os._exit(137)
+with io.published_files(sys.argv[1]) as d:
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (d / name).write_text("new " + name)
+        if kill_at == 0 and name == "b.txt":
+            os._exit(137)  # killed while writing the new set
+"""
+
+
+def _visible(out: Path) -> dict:
+    return {p.name: p.read_text() for p in out.iterdir() if not p.name.startswith(".") and p.is_file()}
+
+
+@pytest.mark.parametrize("before", ["published", "plain_files"])
+def test_outputs_switch_all_at_once_whenever_the_job_is_killed(tmp_path, before):
+    import subprocess
+    import sys
+
+    from vlat.io import published_files
+
+    old = {"a.txt": "old a.txt", "b.txt": "old b.txt"}
+    new = {n: f"new {n}" for n in ("a.txt", "b.txt", "c.txt")}
+    outcomes = set()
+    for kill_at in range(8):
+        out = tmp_path / f"{before}-{kill_at}"
+        if before == "published":
+            with published_files(out) as d:
+                for n, text in old.items():
+                    (d / n).write_text(text)
+        else:  # outputs of an earlier version: plain files
+            out.mkdir()
+            for n, text in old.items():
+                (out / n).write_text(text)
+        (out / "runs").mkdir()  # other content (compare.py's runs) is never touched
+        res = subprocess.run([sys.executable, "-c", _PUBLISH, str(out), str(kill_at)], capture_output=True, text=True)
+        assert res.returncode in (0, 137), res.stderr
+        seen = _visible(out)
+        assert seen in (old, new), (kill_at, seen)
+        assert (out / "runs").is_dir() and not list(out.glob("*.partial"))
+        outcomes.add((res.returncode, seen == new))
+        with published_files(out) as d:  # the next job publishes cleanly and clears what the killed one left
+            (d / "a.txt").write_text("next")
+        assert _visible(out)["a.txt"] == "next" and len(list(out.glob(".gen-*"))) == 1
+    assert outcomes == {(137, False), (137, True), (0, True)}  # killed before and after the switch, and not killed
+
+
+def test_outputs_publish_into_a_mount_point():
+    shm = Path("/dev/shm")
+    if not (os.path.ismount(shm) and os.access(shm, os.W_OK)):
+        pytest.skip("no writable mount point")
+    from vlat.io import check_output_dir, published_files
+
+    name = f"vlat-test-{os.getpid()}.txt"
+    try:
+        check_output_dir(shm)
+        with published_files(shm) as d:  # staged inside the mount, not in its parent (another filesystem)
+            (d / name).write_text("ok")
+        assert (shm / name).read_text() == "ok"
+    finally:
+        gen = os.readlink(shm / ".current") if (shm / ".current").is_symlink() else None
+        for p in (shm / name, shm / ".current"):
+            p.unlink(missing_ok=True)
+        if gen:
+            shutil.rmtree(shm / gen, ignore_errors=True)
+
+
+def _evaluate(*args):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "evaluate.py"), *map(str, args), "--no-progress"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+
+
+@pytest.fixture(scope="module")
+def unloadable_model(tiny_model_dir, tmp_path_factory):
+    """The tiny model's config and processor with corrupt weights: any error about the config must come first."""
+    d = tmp_path_factory.mktemp("unloadable") / "model"
+    shutil.copytree(tiny_model_dir, d)
+    for w in d.glob("*.safetensors"):
+        w.write_bytes(b"not safetensors")
+    return d
+
+
+@pytest.mark.parametrize("case", ["output_is_a_file", "output_under_a_file", "cutoff_dim", "missing_model"])
+def test_evaluate_checks_output_and_settings_before_the_model_loads(case, tmp_path, unloadable_model, synth_dir):
+    (tmp_path / "f").write_text("a file\n")
+    args = {"--model": unloadable_model, "--data": synth_dir, "--output": tmp_path / "out", "--lengths": "0.5"}
+    expect = {
+        "output_is_a_file": "is not a directory",
+        "output_under_a_file": "cannot write there",
+        "cutoff_dim": "cutoff_dim: 99 is outside [0, ",
+        "missing_model": "no such directory",
+    }[case]
+    if case == "output_is_a_file":
+        args["--output"] = tmp_path / "f"
+    elif case == "output_under_a_file":
+        args["--output"] = tmp_path / "f" / "out"
+    elif case == "cutoff_dim":
+        args.update({"--methods": "partial_yarn", "--cutoff-dim": "99"})
+    else:
+        args["--model"] = tmp_path / "no-model"
+    res = _evaluate(*[x for kv in args.items() for x in kv])
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:") and expect in lines[0], res.stderr
+
+
+def test_evaluate_prints_the_table_when_the_output_cannot_be_written(
+    tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys
+):
+    import errno
+    import importlib.util
+
+    import vlat.evaluation
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(vlat.evaluation, "write_outputs", full_disk)
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("evaluate_cli", root / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / "out"
+    rc = cli.main(
+        ["--model", str(tiny_model_dir), "--data", str(synth_dir), "--output", str(out)]
+        + ["--lengths", "0.5", "--max-questions", "3", "--no-progress"]
+    )
+    captured = capsys.readouterr()
+    assert rc == 1 and captured.out.startswith("| model | vanilla · 0.5 min")
+    assert captured.err.strip().splitlines()[-1] == (
+        f"evaluate.py: error: --output {out}: results not written (No space left on device)"
+    )
+    assert not out.exists()  # checked early, created only to publish
+
+
+# -- configuration mistakes: one line, exit 2, before the model loads ---------------------------------------------
+@pytest.mark.parametrize(
+    "override, expect",
+    [
+        ({"model.cutoff_dim": 99, "model.rope_method": "partial_yarn"}, "model.cutoff_dim: 99 is outside [0, "),
+        ({"model.temperature": 0.0, "model.rope_method": "partial_yarn"}, "model.temperature: 0.0 must be > 0"),
+        ({"model.lora_rank": 0}, "model.lora_rank: 0 must be an integer >= 1"),
+        ({"model.learning_rate": 0.0}, "model.learning_rate: 0.0 must be > 0"),
+        ({"trainer.callbacks.0.init_args.strategy": "custom"}, "factors: custom strategy needs"),
+        ({"model.rope_method": "vanilla"}, "rope_method: VLAT needs an audio RoPE method"),
+        ({"model.model_name_or_path": "tests/no-such-model"}, "tests/no-such-model: no such directory"),
+        ({"data.source": "tests/no-such-data"}, "tests/no-such-data: no such file or directory"),
+        ({"data.max_audio_seconds": 0}, "data.max_audio_seconds: 0.0 must be > 0"),
+    ],
+    ids=[
+        "cutoff_dim",
+        "temperature",
+        "lora_rank",
+        "learning_rate",
+        "custom_no_factors",
+        "vanilla_vlat",
+        "missing_model",
+        "missing_data",
+        "max_audio_seconds",
+    ],
+)
+def test_config_mistakes_fail_in_one_line_before_the_model_loads(
+    tmp_path, unloadable_model, synth_dir, override, expect
+):
+    config, run = write_config(tmp_path, unloadable_model, synth_dir, **EVERY_3, **override)
+    res = train(config, check=False)
+    assert res.returncode == 2, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: ") and expect in last, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+
+
+def test_a_run_that_trains_on_no_data_fails_in_one_line(tmp_path, tiny_model_dir, synth_dir):
+    config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"data.train_lengths": [10.0]})
+    res = train(config, check=False)
+    assert res.returncode == 2, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: data: no usable training sample in data pass 0"), last
+    assert "Traceback" not in res.stderr

@@ -16,6 +16,7 @@ from vlat.checkpointing import newest_checkpoint
 from vlat.data import YODAS2MCQADataModule
 from vlat.errors import ConfigError
 from vlat.lightning_module import VLATModule
+from vlat.vlat_callback import strategy_factors
 
 
 class VLATCLI(LightningCLI):
@@ -27,6 +28,13 @@ class VLATCLI(LightningCLI):
             default=None,
             help="resume from this .ckpt ('last': the newest complete one)",
         )
+
+    def before_instantiate_classes(self) -> None:
+        """A callback's own errors would come out of jsonargparse buried in a union-type message: checked here."""
+        for cb in self.config.get("trainer.callbacks") or []:
+            if str(getattr(cb, "class_path", "")).endswith("VirtualLongformCallback"):
+                args = cb.get("init_args") or {}
+                strategy_factors(args.get("strategy", "default"), args.get("factors"))
 
 
 def resolve_ckpt_path(ckpt_path: str | None, trainer) -> str | None:

@@ -13,8 +13,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vlat.audio import seconds_to_tokens
 from vlat.collate import padded_fraction
+from vlat.errors import ConfigError
 from vlat.lm_head import answer_loss
-from vlat.model_loading import LoraTargets, load_model, load_processor, prepare_for_training
+from vlat.model_loading import (
+    LoraTargets,
+    check_model_source,
+    load_model,
+    load_processor,
+    prepare_for_training,
+    resolve_attn,
+    resolve_dtype,
+    text_head_dim,
+)
 from vlat.prompts import N_OPTIONS
 from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
 from vlat.scoring import option_token_ids, predict_logits
@@ -56,10 +66,7 @@ class VLATModule(L.LightningModule):
         weight_decay: float = 0.0,
     ):
         super().__init__()
-        if rope_method not in METHODS:
-            raise ValueError(f"rope_method: {rope_method!r} is not one of {', '.join(METHODS)}")
-        if not original_audio_seconds > 0:
-            raise ValueError(f"original_audio_seconds: {original_audio_seconds} must be > 0")
+        _check_hparams(locals())
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints hold the LoRA weights only
         self.model = None
@@ -121,9 +128,9 @@ class VLATModule(L.LightningModule):
         if self.trainer.world_size > 1:
             seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
         if seen.item() == 0:
-            raise RuntimeError(
-                f"no usable training sample in {where}: every row was skipped or filtered out (check data.source, "
-                "data.train_lengths and data.max_audio_seconds; skip counts are logged above)"
+            raise ConfigError(
+                f"data: no usable training sample in {where}: every row was skipped or filtered out (check "
+                "data.source, data.train_lengths and data.max_audio_seconds; skip counts are logged above)"
             )
         self._pass_samples = 0
 
@@ -237,6 +244,37 @@ class VLATModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resume_rng = checkpoint.get("vlat_rng")  # dropout masks continue exactly (see on_train_batch_start)
+
+
+def _check_hparams(hp: dict) -> None:
+    """Every setting checked before the model loads (the config alone; ``cutoff_dim`` against the model's
+    ``config.json``): one-line :class:`ConfigError` naming the field."""
+    checks = [
+        ("lora_rank", isinstance(hp["lora_rank"], int) and hp["lora_rank"] >= 1, "an integer >= 1"),
+        ("lora_alpha", hp["lora_alpha"] > 0, "> 0"),
+        ("lora_dropout", 0.0 <= hp["lora_dropout"] < 1.0, "in [0, 1)"),
+        ("learning_rate", hp["learning_rate"] > 0, "> 0"),
+        ("weight_decay", hp["weight_decay"] >= 0, ">= 0"),
+        ("original_audio_seconds", hp["original_audio_seconds"] > 0, "> 0"),
+        ("lora_targets", hp["lora_targets"] in ("q", "qkvo"), "q or qkvo"),
+    ]
+    for name, ok, want in checks:
+        if not ok:
+            raise ConfigError(f"model.{name}: {hp[name]!r} must be {want}")
+    if hp["rope_method"] not in METHODS:
+        raise ConfigError(f"model.rope_method: {hp['rope_method']!r} is not one of {', '.join(METHODS)}")
+    resolve_dtype(hp["dtype"])
+    if hp["attn_implementation"] not in ("auto", "eager", "sdpa", "flash_attention_2"):
+        resolve_attn(hp["attn_implementation"])
+    check_model_source(hp["model_name_or_path"], "model.model_name_or_path")
+    try:
+        cfg = AudioRopeConfig(  # method x cutoff_dim x temperature rules (Partial YaRN, §4)
+            hp["rope_method"], original_audio_tokens=1, cutoff_dim=hp["cutoff_dim"], temperature=hp["temperature"]
+        )
+        if cfg.cutoff_dim:
+            cfg.check_head_dim(text_head_dim(hp["model_name_or_path"]))
+    except ConfigError as e:
+        raise ConfigError(f"model.{e}") from None
 
 
 def _bucket_key(minutes: float) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Literal
 
 import torch
+
+from vlat.errors import ConfigError
 
 LoraTargets = Literal["q", "qkvo"]
 LORA_TARGET_REGEX = {
@@ -15,13 +18,34 @@ LORA_TARGET_REGEX = {
 }
 
 
+def check_model_source(name_or_path: str, field: str = "model_name_or_path") -> None:
+    """A local model directory must exist and hold a ``config.json``; a hub id is left to the hub (one-line errors,
+    before anything loads)."""
+    from vlat.data.sources import is_hub_id
+
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"{field} {name_or_path}: not a model directory (no config.json)")
+    elif not is_hub_id(name_or_path):
+        raise ConfigError(f"{field} {name_or_path}: no such directory (and not a hub id)")
+
+
+def text_head_dim(name_or_path: str) -> int:
+    """The language model's attention head size, from the model's config alone (no weights)."""
+    from transformers import AutoConfig
+
+    text = AutoConfig.from_pretrained(name_or_path).text_config
+    return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+
+
 def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     try:
         return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
     except KeyError:
-        raise ValueError(f"dtype: {dtype!r} is not one of auto, bfloat16, float16, float32") from None
+        raise ConfigError(f"dtype: {dtype!r} is not one of auto, bfloat16, float16, float32") from None
 
 
 def resolve_attn(attn_implementation: str) -> str:
@@ -29,7 +53,7 @@ def resolve_attn(attn_implementation: str) -> str:
         flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
         return "flash_attention_2" if flash else "sdpa"
     if attn_implementation not in ("eager", "sdpa", "flash_attention_2"):
-        raise ValueError(f"attn_implementation: {attn_implementation!r} is not auto, eager, sdpa or flash_attention_2")
+        raise ConfigError(f"attn_implementation: {attn_implementation!r} is not auto, eager, sdpa or flash_attention_2")
     return attn_implementation
 
 

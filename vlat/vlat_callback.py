@@ -13,6 +13,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
+from vlat.errors import ConfigError
 from vlat.rope import current_config, set_virtual_audio_tokens
 
 Strategy = Literal["default", "dense", "very_dense", "limited", "fixed", "custom"]
@@ -22,10 +23,10 @@ def strategy_factors(strategy: Strategy, factors: list[float] | None = None) -> 
     """The discrete set a strategy samples uniformly from (Appendix E.1)."""
     if strategy == "custom":
         if not factors or any(not f > 0 for f in factors):
-            raise ValueError(f"factors: custom strategy needs a non-empty list of positive factors, got {factors}")
+            raise ConfigError(f"factors: custom strategy needs a non-empty list of positive factors, got {factors}")
         return [float(f) for f in factors]
     if factors is not None:
-        raise ValueError(f"factors: only the custom strategy takes a list (strategy is {strategy!r})")
+        raise ConfigError(f"factors: only the custom strategy takes a list (strategy is {strategy!r})")
     table = {
         "default": [1.0, 5.0, 10.0, 15.0, 20.0, 25.0],
         "dense": torch.linspace(1, 25, 100, dtype=torch.float64).tolist(),
@@ -34,7 +35,7 @@ def strategy_factors(strategy: Strategy, factors: list[float] | None = None) -> 
         "fixed": [20.0],
     }
     if strategy not in table:
-        raise ValueError(f"strategy: {strategy!r} is not one of default, dense, very_dense, limited, fixed, custom")
+        raise ConfigError(f"strategy: {strategy!r} is not one of default, dense, very_dense, limited, fixed, custom")
     return table[strategy]
 
 
@@ -61,10 +62,9 @@ class VirtualLongformCallback(L.Callback):
         self.draws += 1
         return self.factors[idx]
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        cfg = current_config(pl_module.model)
-        if cfg.method == "vanilla":
-            raise ValueError("rope_method: VLAT needs an audio RoPE method (partial_pi / partial_yarn), not vanilla")
+    def setup(self, trainer, pl_module, stage: str) -> None:  # before the model loads
+        if getattr(pl_module, "hparams", {}).get("rope_method", "partial_pi") == "vanilla":
+            raise ConfigError("rope_method: VLAT needs an audio RoPE method (partial_pi / partial_yarn), not vanilla")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         f = self.draw()

@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 from vlat.data.records import ColumnMapping
 from vlat.data.sources import Source, resolve
 from vlat.data.stream import MCQABatchStream, StreamSpec
-from vlat.model_loading import load_processor
+from vlat.errors import ConfigError
+from vlat.model_loading import check_model_source, load_processor
 
 
 class YODAS2MCQADataModule(L.LightningDataModule):
@@ -50,16 +51,28 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         val_batch_size: int = 8,
         bucket_buffer: int = 256,
         buffer_mib: float = 512,
-        max_audio_seconds: float = 900.0,
+        max_audio_seconds: float | None = 900.0,
         num_workers: int = 2,
         infinite_train: bool = True,
         seed: int = 0,
     ):
         super().__init__()
-        if batch_size < 1 or val_batch_size < 1:
-            raise ValueError("batch_size / val_batch_size must be >= 1")
-        if not 0.0 <= holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction: {holdout_fraction} is outside [0, 1)")
+        checks = [
+            ("batch_size", batch_size >= 1, ">= 1"),
+            ("val_batch_size", val_batch_size >= 1, ">= 1"),
+            ("holdout_fraction", 0.0 <= holdout_fraction < 1.0, "in [0, 1)"),
+            ("bucket_buffer", bucket_buffer >= 1, ">= 1"),
+            ("buffer_mib", buffer_mib > 0, "> 0"),
+            ("max_audio_seconds", max_audio_seconds is None or max_audio_seconds > 0, "> 0 (or null: no limit)"),
+            ("num_workers", num_workers >= 0, ">= 0"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"data.{name}: {locals()[name]!r} must be {want}")
+        for name, lengths in (("train_lengths", train_lengths), ("val_lengths", val_lengths)):
+            if lengths is not None and (not lengths or any(not x > 0 for x in lengths)):
+                raise ConfigError(f"data.{name}: {lengths!r} must be null or a list of minutes > 0")
+        check_model_source(model_name_or_path, "data.model_name_or_path")
         self.save_hyperparameters(ignore=["columns"])
         self.columns = columns or ColumnMapping()
         self.processor = None

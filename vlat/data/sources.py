@@ -33,6 +33,12 @@ TABLE_SUFFIXES = (".jsonl", ".parquet", ".json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` that is not a local path: ``data/synth`` with a local ``data/`` is a path (a typo in it must not
+    send the run into minutes of hub retries)."""
+    return bool(_HUB_ID.match(name)) and not Path(name).exists() and not Path(name.split("/", 1)[0]).is_dir()
+
+
 class SourceError(ConfigError):
     """A source that cannot be read at all (missing, empty, wrong layout): reported in one line."""
 
@@ -141,7 +147,7 @@ def find_files(
 def resolve(source: str, split: str, lengths: list[float] | None = None) -> Source:
     """Resolve ``source`` (local file or directory, or hub dataset id) into its units; reads footers only."""
     local = Path(source).expanduser()
-    hub = not local.exists() and bool(_HUB_ID.match(source))
+    hub = not local.exists() and is_hub_id(source)
     if not local.exists() and not hub:
         raise SourceError(f"{source}: no such file or directory")
     fs = filesystem(hub)

@@ -17,7 +17,7 @@ import yaml
 
 from vlat.evaluation.report import write_outputs
 from vlat.evaluation.runner import EvalSpec, Evaluator
-from vlat.io import staged_files, write_json_atomic
+from vlat.io import published_files, write_json_atomic
 
 STRATEGIES = ["default", "dense", "very_dense", "limited", "fixed", "vanilla"]  # "vanilla" = vanilla fine-tuning
 
@@ -130,7 +130,7 @@ def plot_accuracy_vs_length(agg: list[dict], path: Path) -> None:
 
 
 def write_comparison(out_dir: Path, agg: list[dict], per_run: list[dict]) -> None:
-    with staged_files(out_dir) as tmp:
+    with published_files(out_dir) as tmp:
         (tmp / "comparison.json").write_text(json.dumps({"aggregate": agg, "runs": per_run}, indent=2) + "\n")
         lines = ["strategy,method,length_min,seeds,mean,std"] + [
             f"{a['strategy']},{a['method']},{a['length_min']:g},{a['seeds']},{a['mean']:.6f},{a['std']:.6f}"

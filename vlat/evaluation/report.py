@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from vlat.io import staged_files
+from vlat.io import published_files
 
 FIELDS = ["adapter", "method", "length_min", "questions", "accuracy", "unparsable", "audio_tokens_mean"]
 
@@ -29,7 +29,7 @@ def markdown_table(rows: list[dict], value=lambda r: f"{100 * r['accuracy']:.2f}
 
 def write_outputs(out_dir: str | os.PathLike, rows: list[dict], preds: list[dict], meta: dict) -> Path:
     """Write every file to a staging directory first, then move them into ``out_dir`` together."""
-    with staged_files(out_dir) as tmp:
+    with published_files(out_dir) as tmp:
         (tmp / "results.json").write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=FIELDS)

@@ -22,7 +22,7 @@ from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
 from vlat.errors import BadSampleError, ConfigError
 from vlat.evaluation.prefix import encode_audio, score_questions
-from vlat.model_loading import load_model, load_processor
+from vlat.model_loading import check_model_source, load_model, load_processor, text_head_dim
 from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
 from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
 from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate
@@ -150,20 +150,31 @@ def recordings(spec: EvalSpec, source: Source, on_skip) -> Iterator[list[Record]
             yield from groups.values()
 
 
+def validate(spec: EvalSpec) -> None:
+    """Every setting checked from the spec and the model's ``config.json`` alone: one-line errors before anything
+    heavy (``compare.py`` / ``sweep.py`` call it before their first training run)."""
+    bad = [m for m in spec.methods if m not in METHODS]
+    if bad:
+        raise EvalInputError(f"--methods: {bad} not in {', '.join(METHODS)}")
+    if spec.scoring not in ("logits", "generate"):
+        raise EvalInputError(f"--scoring: {spec.scoring!r} is not logits or generate")
+    if spec.lengths is not None and (not spec.lengths or any(not x > 0 for x in spec.lengths)):
+        raise EvalInputError(f"--lengths: {spec.lengths} must be positive minutes")
+    if not spec.original_audio_seconds > 0:
+        raise EvalInputError(f"--original-audio-seconds: {spec.original_audio_seconds} must be > 0")
+    try:
+        check_model_source(spec.model, "--model")
+        for m in spec.methods:
+            cfg = rope_config(m, spec, 1)
+            if cfg.cutoff_dim:
+                cfg.check_head_dim(text_head_dim(spec.model))
+    except ValueError as e:
+        raise EvalInputError(str(e) if str(e).startswith("--") else f"--methods {m}: {e}") from e
+
+
 class Evaluator:
     def __init__(self, spec: EvalSpec):
-        bad = [m for m in spec.methods if m not in METHODS]
-        if bad:
-            raise EvalInputError(f"--methods: {bad} not in {', '.join(METHODS)}")
-        if spec.scoring not in ("logits", "generate"):
-            raise EvalInputError(f"--scoring: {spec.scoring!r} is not logits or generate")
-        if spec.lengths is not None and (not spec.lengths or any(not x > 0 for x in spec.lengths)):
-            raise EvalInputError(f"--lengths: {spec.lengths} must be positive minutes")
-        for m in spec.methods:  # validate method settings before any heavy work
-            try:
-                rope_config(m, spec, 1)
-            except ValueError as e:
-                raise EvalInputError(f"--methods {m}: {e}") from e
+        validate(spec)
         self.spec = spec
         self.adapters = resolve_adapters(spec.adapters)
         self.source = open_source(spec)

@@ -18,7 +18,8 @@ from vlat.data.records import nearest_bucket
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
-from vlat.io import staged_files
+from vlat.io import published_files
+from vlat.model_loading import text_head_dim
 from vlat.prompts import mcqa_prompt_ids
 from vlat.rope import AudioRopeConfig, apply_audio_rope
 from vlat.scoring import LOGITS_PREFIX
@@ -28,10 +29,16 @@ DEFAULT_TEMPERATURES = [round(0.5 + 0.1 * i, 1) for i in range(12)]  # 0.5 .. 1.
 STANDARD_BUCKETS = [0.5, 1.0, 2.0, 5.0, 10.0]
 
 
-def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: list[float], progress=True) -> dict:
-    head_dim = ev.model.config.text_config.head_dim
+def check_grid(model: str, cutoffs: list[int], temperatures: list[float]) -> None:
+    """Every (cutoff_dim, temperature) of the grid, against the model's ``config.json`` only (before it loads)."""
+    head_dim = text_head_dim(model)
     for c in cutoffs:
-        AudioRopeConfig("partial_yarn", ev.tokens, cutoff_dim=c).check_head_dim(head_dim)
+        for t in temperatures:
+            AudioRopeConfig("partial_yarn", 1, cutoff_dim=c, temperature=t).check_head_dim(head_dim)
+
+
+def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: list[float], progress=True) -> dict:
+    check_grid(ev.spec.model, cutoffs, temperatures)
     grid_buckets = sorted(set(ev.source.folder_lengths or STANDARD_BUCKETS) | {length})
     groups = (g for g in ev.recordings() if nearest_bucket(g[0].duration, grid_buckets) == length)
     correct = np.zeros((len(cutoffs), len(temperatures)))
@@ -97,7 +104,7 @@ def plot_heatmap(result: dict, path: Path) -> None:
 
 
 def write_sweep(out_dir: str | os.PathLike, result: dict) -> Path:
-    with staged_files(out_dir) as tmp:
+    with published_files(out_dir) as tmp:
         (tmp / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
         lines = ["cutoff_dim,temperature,accuracy"]
         for i, c in enumerate(result["cutoffs"]):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from vlat.errors import ConfigError
+
 Method = Literal["vanilla", "partial_pi", "partial_yarn", "whole_pi", "whole_yarn"]
 METHODS: tuple[str, ...] = ("vanilla", "partial_pi", "partial_yarn", "whole_pi", "whole_yarn")
 
@@ -35,24 +37,24 @@ class AudioRopeConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
+            raise ConfigError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
         if not (isinstance(self.original_audio_tokens, int) and self.original_audio_tokens > 0):
-            raise ValueError(f"original_audio_tokens: {self.original_audio_tokens!r} must be an integer > 0")
+            raise ConfigError(f"original_audio_tokens: {self.original_audio_tokens!r} must be an integer > 0")
         if self.virtual_audio_tokens is not None and not (
             isinstance(self.virtual_audio_tokens, int) and self.virtual_audio_tokens > 0
         ):
-            raise ValueError(f"virtual_audio_tokens: {self.virtual_audio_tokens!r} must be None or an integer > 0")
+            raise ConfigError(f"virtual_audio_tokens: {self.virtual_audio_tokens!r} must be None or an integer > 0")
         if not (isinstance(self.cutoff_dim, int) and self.cutoff_dim >= 0):
-            raise ValueError(f"cutoff_dim: {self.cutoff_dim!r} must be an integer in [0, head_dim / 2]")
+            raise ConfigError(f"cutoff_dim: {self.cutoff_dim!r} must be an integer in [0, head_dim / 2]")
         if not self.temperature > 0:
-            raise ValueError(f"temperature: {self.temperature!r} must be > 0")
+            raise ConfigError(f"temperature: {self.temperature!r} must be > 0")
         if self.method == "partial_pi" and (self.cutoff_dim != 0 or self.temperature != 1.0):
-            raise ValueError(
+            raise ConfigError(
                 "cutoff_dim/temperature: partial_pi is partial_yarn with cutoff_dim 0 and temperature 1; "
                 "use method='partial_yarn' to set them"
             )
         if self.method.startswith(("whole", "vanilla")) and (self.cutoff_dim != 0 or self.temperature != 1.0):
-            raise ValueError(f"cutoff_dim/temperature: only partial_yarn takes them, not {self.method}")
+            raise ConfigError(f"cutoff_dim/temperature: only partial_yarn takes them, not {self.method}")
 
     @property
     def span(self) -> int:
@@ -64,4 +66,4 @@ class AudioRopeConfig:
 
     def check_head_dim(self, head_dim: int) -> None:
         if self.cutoff_dim > head_dim // 2:
-            raise ValueError(f"cutoff_dim: {self.cutoff_dim} is outside [0, {head_dim // 2}] (head_dim {head_dim})")
+            raise ConfigError(f"cutoff_dim: {self.cutoff_dim} is outside [0, {head_dim // 2}] (head_dim {head_dim})")
