@@ -190,7 +190,8 @@ def test_lengths_filter_and_holdout_split(synth_dir, yodas2_dir, processor):
     assert all(n == 5 for side in sides for n in side.values())
 
 
-def test_bad_samples_are_skipped_and_counted(synth_dir, processor, tmp_path, caplog):
+@pytest.mark.parametrize("train", [True, False], ids=["training", "validation"])
+def test_bad_samples_are_skipped_and_counted(synth_dir, processor, tmp_path, caplog, train):
     d = tmp_path / "data"
     shutil.copytree(synth_dir, d)
     rows = _rows(d)
@@ -200,19 +201,29 @@ def test_bad_samples_are_skipped_and_counted(synth_dir, processor, tmp_path, cap
         {**rows[0], "id": "gone", "audio": "audio/missing.flac", "duration": 30.0},
         {**rows[0], "id": "three", "choices": rows[0]["choices"][:3]},
         {k: v for k, v in rows[0].items() if k != "question"} | {"id": "noq"},
+        {**rows[0], "id": "seven", "answer": 7},  # scored as wrong in validation before: now skipped everywhere
     ]
     with open(d / "train.jsonl", "w") as f:
         for r in rows[:6] + bad:
             f.write(json.dumps(r) + "\n")
         f.write("{not json\n")
+    with open(d / "train.jsonl", "ab") as f:
+        f.write(b'{"id": "latin1", "question": "caf\xe9"}\n')  # not UTF-8
     with caplog.at_level("WARNING", logger="vlat.data"):
-        batches = list(_stream(processor, d, batch_size=4))
+        batches = list(_stream(processor, d, batch_size=4, train=train))
     skipped = Counter()
     for b in batches:
         skipped.update(b["skipped"])
-    assert skipped == {"corrupt_audio": 1, "missing_audio": 1, "bad_options": 1, "missing_field": 1, "bad_json": 1}
+    assert skipped == {
+        "corrupt_audio": 1,
+        "missing_audio": 1,
+        "bad_options": 1,
+        "missing_field": 1,
+        "bad_answer": 1,
+        "bad_json": 2,
+    }
     assert sum(b["n"] for b in batches) == 6
-    assert "corrupt" in caplog.text and "noq" in caplog.text
+    assert "broken.flac" in caplog.text and caplog.text.count("skipping") == 5  # the first 5 of 8, named
 
 
 def _write_bad_yodas2(path, good_wave):

@@ -27,6 +27,7 @@ import numpy as np
 
 from vlat.data.sources import as_float_audio
 from vlat.errors import BadSampleError
+from vlat.prompts import validate_mcqa
 
 Layout = Literal["auto", "yodas2", "choices", "correct_incorrect", "reference"]
 _INLINE_OPTION = re.compile(r"\((\d)\)\s*(.*?)(?=\s*\(\d\)|\Z)", re.S)
@@ -224,12 +225,14 @@ def normalize(row: dict, m: ColumnMapping, base_dir: Path | None = None) -> Reco
             order = np.random.default_rng(seed).permutation(len(options))
             options = [options[i] for i in order]
             answer = int(np.where(order == 0)[0][0])
+    options = [str(o) for o in options] if isinstance(options, list | tuple) else options
+    validate_mcqa(question, options, answer, name)  # four options, an answer among them: else skipped, everywhere
     duration = audio_duration(src, name)
     recording = recording_key(src)
     video = row.get(m.video_id) or recording
     rid = row.get(m.id)
     rid = str(rid) if rid not in (None, "") else (f"{row['_unit']}#{row['_row']}" if "_unit" in row else name)
-    return Record(rid, str(video), recording, src, duration, question, [str(o) for o in options], answer)
+    return Record(rid, str(video), recording, src, duration, question, options, answer)
 
 
 def nearest_bucket(duration_s: float, lengths_min: list[float]) -> float:
