@@ -26,3 +26,14 @@ class FailSave(L.Callback):
         self.saves += 1
         if self.saves == self.at:
             checkpoint["fault"] = _Fault(self.how)
+
+
+class NaNFeaturesAt(L.Callback):
+    """Training batches ``batch_idx in at`` get NaN audio features, so their loss is not finite."""
+
+    def __init__(self, at: list[int]):
+        self.at = set(at)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx in self.at and batch.get("n"):
+            batch["input_features"].fill_(float("nan"))

@@ -365,3 +365,111 @@ def test_a_run_that_trains_on_no_data_fails_in_one_line(tmp_path, tiny_model_dir
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error: data: no usable training sample in data pass 0"), last
     assert "Traceback" not in res.stderr
+
+
+# -- skip counters ---------------------------------------------------------------------------------------------------
+def _bad_shard(path: Path, wave, rows: list[tuple]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "audio_array": pa.array([r[0] for r in rows], type=pa.list_(pa.float32())),
+            "sampling_rate": pa.array([16000] * len(rows), type=pa.int64()),
+            "question": pa.array([r[1] for r in rows], type=pa.string()),
+            "label": [r[2] for r in rows],
+        }
+    )
+    pq.write_table(table, path, row_group_size=2)
+
+
+def test_skip_counts_are_exact_per_reason_summed_over_ddp_ranks(tmp_path, tiny_model_dir, yodas2_dir):
+    """Known bad rows in the published layout, 2-rank gloo DDP x 2 workers, one epoch: every reason counted once,
+    over both ranks, training and validation apart."""
+    import yaml
+
+    from vlat.data import ColumnMapping, normalize, read_rows, resolve
+
+    data = tmp_path / "data"
+    shutil.copytree(yodas2_dir, data)
+    src = resolve(str(data), "train")
+    wave = normalize(next(read_rows(src, src.units[0])), ColumnMapping(), None).audio[0][: 16000 * 20]
+    opts = "\n(1) a\n(2) b\n(3) c\n(4) d"
+    train_bad = [
+        ([], "Q?" + opts, "1"),  # empty_audio
+        ([0.1, float("nan")] * 8000, "Q?" + opts, "2"),  # nan_audio
+        ([0.2, float("nan")] * 8000, "Q?" + opts, "2"),  # nan_audio
+        (wave, "Q? (1) a (2) b", "1"),  # bad_options
+        (wave, "Q?" + opts, "0"),  # bad_answer
+        (wave, "Q?" + opts, "7"),  # bad_answer
+        (wave, None, "1"),  # missing_field
+    ]
+    test_bad = [(wave, "Q?" + opts, "9"), ([], "Q?" + opts, "1")]  # bad_answer, empty_audio
+    _bad_shard(data / "0.5" / "train-00009-of-00009.parquet", wave, train_bad)
+    _bad_shard(data / "0.5" / "test-00009-of-00009.parquet", wave, test_bad)
+    config, run = write_config(
+        tmp_path,
+        tiny_model_dir,
+        data,
+        workers=2,
+        **{
+            "trainer.max_steps": -1,
+            "trainer.max_epochs": 1,
+            "trainer.val_check_interval": 1.0,
+            "trainer.check_val_every_n_epoch": 1,
+            "trainer.limit_val_batches": 1.0,
+            "trainer.devices": 2,
+            "trainer.strategy": "ddp",
+            "data.infinite_train": False,
+            "data.batch_size": 2,
+            "data.val_batch_size": 3,
+            "data.val_lengths": None,
+            "trainer.callbacks.1.init_args.every_n_train_steps": 100,
+        },
+    )
+    cfg = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump(cfg))
+    res = train(config)
+
+    def final(tag):
+        values = scalars(run, tag)
+        return values[max(values)] if values else None
+
+    want_train = {"empty_audio": 1, "nan_audio": 2, "bad_options": 1, "bad_answer": 2, "missing_field": 1}
+    for reason, n in want_train.items():
+        assert final(f"data/skipped/{reason}") == n, reason
+    assert final("data/skipped_total") == 7 and final("data/skipped/too_long") is None
+    assert final("val/skipped/bad_answer") == 1 and final("val/skipped/empty_audio") == 1
+    assert final("val/skipped_total") == 2  # the training counter is not cleared by validation, nor mixed into it
+    assert "skipped 7 bad samples in epoch 0" in res.stderr + res.stdout
+
+
+# -- non-finite losses -----------------------------------------------------------------------------------------------
+def _with_nan_batches(config: Path, at: list[int]) -> None:
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"].append({"class_path": "tests.faults.NaNFeaturesAt", "init_args": {"at": at}})
+    config.write_text(yaml.safe_dump(cfg))
+
+
+def test_a_non_finite_batch_is_skipped_counted_and_named(tmp_path, tiny_model_dir, synth_dir):
+    config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 6})
+    _with_nan_batches(config, [2])
+    res = train(config)
+    warning = next(line for line in res.stderr.splitlines() if "skipping a batch with a non-finite" in line)
+    assert "global step 2 (samples: " in warning and "q" in warning.split("samples: ")[1]  # question ids
+    assert scalars(run, "data/skipped/nonfinite_loss")[5] == 4  # the batch's 4 samples
+    assert all(v == v for v in scalars(run, "train/loss").values())  # no NaN reached the logs (or the weights)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 6 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_non_finite_batches_in_a_row_stop_the_run_naming_samples(tmp_path, tiny_model_dir, synth_dir):
+    config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 8})
+    _with_nan_batches(config, [4, 5, 6])
+    res = train(config, check=False)
+    assert res.returncode != 0
+    assert "3 batches in a row: stopping" in res.stderr and "global step 6 (samples: " in res.stderr
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # what was written is intact, finite
+    assert state["global_step"] <= 6 and all(torch.isfinite(v).all() for v in state["state_dict"].values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 
@@ -13,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vlat.audio import seconds_to_tokens
 from vlat.collate import padded_fraction
-from vlat.errors import ConfigError
+from vlat.errors import REASONS, ConfigError
 from vlat.lm_head import answer_loss
 from vlat.model_loading import (
     LoraTargets,
@@ -28,6 +29,8 @@ from vlat.model_loading import (
 from vlat.prompts import N_OPTIONS
 from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
 from vlat.scoring import option_token_ids, predict_logits
+
+log = logging.getLogger("vlat")
 
 
 class VLATModule(L.LightningModule):
@@ -46,6 +49,8 @@ class VLATModule(L.LightningModule):
         cutoff_dim, temperature: Partial YaRN settings (only with ``partial_yarn``).
         gradient_checkpointing: non-reentrant activation checkpointing for long sequences.
         learning_rate, weight_decay: AdamW settings (paper: 5e-5).
+        max_nonfinite_batches: a batch whose loss is not finite is skipped, counted (``nonfinite_loss``) and its
+            samples named; this many in a row stop the run (the model has diverged).
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class VLATModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
+        max_nonfinite_batches: int = 3,
     ):
         super().__init__()
         _check_hparams(locals())
@@ -73,14 +79,16 @@ class VLATModule(L.LightningModule):
         self.processor = None
         self.val_acc = torch.nn.ModuleDict()
         self.val_count = torch.nn.ModuleDict()
-        self.skipped: Counter = Counter()  # training rows skipped in the current pass
-        self.val_skipped: Counter = Counter()
+        self.train_skips = torch.zeros(len(REASONS))  # training samples skipped by reason, this rank, whole run
+        self._train_skips_reported = torch.zeros(len(REASONS))  # all ranks' counts at the last summary
+        self.val_skipped: Counter = Counter()  # this validation run, this rank
         self._window_samples = 0  # real samples since the last optimizer step (this rank)
         self._pass_samples = 0  # real samples in the current data pass (this rank)
         self._epoch_samples = 0  # real samples in the current epoch (this rank)
         self._data_pass = 0
         self._t0 = None
         self._resume_rng = None
+        self._nonfinite_run = 0  # consecutive batches with a non-finite loss (this rank)
 
     # -- model --------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -113,14 +121,42 @@ class VLATModule(L.LightningModule):
         return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
 
     # -- training -----------------------------------------------------------------------------------------------
+    # -- skip counters: per reason, summed over ranks, training and validation apart ------------------------------
+    def _all_ranks(self, counts: torch.Tensor) -> torch.Tensor:
+        t = counts.to(self.device, torch.float32, copy=True)  # all_reduce works in place
+        if self.trainer.world_size > 1:
+            t = self.trainer.strategy.reduce(t, reduce_op="sum")
+        return t.cpu()
+
+    def _log_skips(self, prefix: str, totals: torch.Tensor) -> None:
+        """``<prefix>/skipped_total`` and ``<prefix>/skipped/<reason>`` (reasons seen so far), all ranks summed."""
+        on_step = prefix == "data"
+        self.log(f"{prefix}/skipped_total", float(totals.sum()), on_step=on_step, on_epoch=not on_step, batch_size=1)
+        for reason, n in zip(REASONS, totals.tolist(), strict=True):
+            if n:
+                self.log(f"{prefix}/skipped/{reason}", n, on_step=on_step, on_epoch=not on_step, batch_size=1)
+
+    def _summarize_skipped(self, where: str, counts: torch.Tensor) -> None:
+        if counts.sum() > 0:
+            detail = ", ".join(f"{r}: {int(n)}" for r, n in zip(REASONS, counts.tolist(), strict=True) if n)
+            rank_zero_info(f"[vlat] skipped {int(counts.sum())} bad samples in {where} ({detail})")
+
+    def _end_of_pass(self, where: str, samples: int | None = None) -> None:
+        """Summarise a data pass's skips (all ranks) and stop if no rank had one usable sample in it."""
+        totals = self._all_ranks(self.train_skips)
+        self._summarize_skipped(where, totals - self._train_skips_reported)
+        self._train_skips_reported = totals
+        self._check_pass_had_data(where, samples)
+
     def _count_skipped(self, batch: dict) -> None:
-        """Training batches: count skipped rows; a new data pass summarises (and checks) the one before."""
-        self.skipped.update(batch.get("skipped") or {})
+        """Training batches: a new data pass summarises (and checks) the one before, then this batch's skips count."""
         pass_idx = batch.get("data_pass", self._data_pass)
         if pass_idx != self._data_pass:
-            self._summarize_skipped(f"data pass {self._data_pass}")
-            self._check_pass_had_data(f"data pass {self._data_pass}")
+            self._end_of_pass(f"data pass {self._data_pass}")
             self._data_pass = pass_idx
+        skipped = batch.get("skipped") or {}
+        self.train_skips += torch.tensor([float(skipped.get(r, 0)) for r in REASONS])
+        self._log_skips("data", self._all_ranks(self.train_skips))
 
     def _check_pass_had_data(self, where: str, samples: int | None = None) -> None:
         """A whole pass without one usable sample on any rank cannot train: stop instead of spinning."""
@@ -134,13 +170,6 @@ class VLATModule(L.LightningModule):
             )
         self._pass_samples = 0
 
-    def _summarize_skipped(self, where: str, counter: Counter | None = None) -> None:
-        counter = self.skipped if counter is None else counter
-        if counter:
-            detail = ", ".join(f"{k}: {v}" for k, v in sorted(counter.items()))
-            rank_zero_info(f"[vlat] skipped {sum(counter.values())} bad samples in {where} ({detail})")
-        counter.clear()
-
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self._resume_rng is not None:  # applied here: creating the DataLoader iterator consumes RNG after restore
             torch.set_rng_state(self._resume_rng["torch"])
@@ -151,31 +180,51 @@ class VLATModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         self._count_skipped(batch)
-        self.log("data/skipped_total", float(sum(self.skipped.values())), on_step=True, batch_size=1)
         if batch.get("n", 0) == 0:
-            if self.trainer.world_size == 1:
-                return None
-            # DDP: every rank must run backward at every step; a zero loss reaching every trainable weight keeps the
-            # gradient all-reduce in step (the optimizer step is skipped below when no rank had data)
-            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
-        self._window_samples += batch["n"]
-        self._pass_samples += batch["n"]
-        self._epoch_samples += batch["n"]
+            return self._no_update()
         # without a virtual span no position exceeds the sequence length: check (with a sync) only when it could
         # pass the limit; VLAT's long virtual spans are by design
         if batch["input_ids"].shape[1] > self.max_positions and current_config(self.model).virtual_audio_tokens is None:
             warn_if_beyond_context(self.model, batch["input_ids"], batch["attention_mask"])
         loss = answer_loss(self.model, batch)  # logits at the answer tokens only, not all T x vocab
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step}: stopping; checkpoints "
-                "already written are intact (lower the learning rate or check the batch's audio)"
-            )
+        if self._nonfinite(batch, loss):
+            return self._no_update()
+        self._window_samples += batch["n"]
+        self._pass_samples += batch["n"]
+        self._epoch_samples += batch["n"]
         bsz = batch["n"]
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=bsz)
         self.log("train/padded_fraction", padded_fraction(batch["attention_mask"]), on_step=True, batch_size=bsz)
         self._audio_tokens = int((batch["input_ids"] == self.audio_token_id).sum())
         return loss
+
+    def _nonfinite(self, batch: dict, loss: torch.Tensor) -> bool:
+        """A batch whose loss is not finite is skipped and counted, its samples named; ``max_nonfinite_batches`` in a
+        row on any rank stop every rank (the model has diverged)."""
+        finite = bool(torch.isfinite(loss))
+        self._nonfinite_run = 0 if finite else self._nonfinite_run + 1
+        stop = torch.tensor(float(self._nonfinite_run >= self.hparams.max_nonfinite_batches), device=self.device)
+        if self.trainer.world_size > 1:
+            stop = self.trainer.strategy.reduce(stop, reduce_op="sum")
+        ids = ", ".join(map(str, batch.get("id", [])[:8]))
+        where = f"non-finite training loss ({loss.item()}) at global step {self.global_step} (samples: {ids})"
+        if stop.item() > 0:
+            raise FloatingPointError(
+                f"{where if not finite else 'non-finite training loss on another rank'}, "
+                f"{self.hparams.max_nonfinite_batches} batches in a row: stopping; checkpoints already written are "
+                "intact (lower the learning rate, or check these samples' audio)"
+            )
+        if not finite:
+            log.warning(f"[vlat] rank {self.global_rank}: skipping a batch with a {where}")
+            self.train_skips[REASONS.index("nonfinite_loss")] += batch["n"]
+        return not finite
+
+    def _no_update(self):
+        """Nothing to learn from this batch: under DDP every rank must still run backward (a zero loss reaching every
+        trainable weight keeps the gradient all-reduce in step; the update is skipped when no rank had data)."""
+        if self.trainer.world_size == 1:
+            return None
+        return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         seen = torch.tensor(float(self._window_samples), device=self.device)
@@ -205,8 +254,7 @@ class VLATModule(L.LightningModule):
         self._epoch_samples = 0
 
     def on_train_epoch_end(self) -> None:
-        self._summarize_skipped(f"epoch {self.current_epoch}")
-        self._check_pass_had_data(f"epoch {self.current_epoch}", self._epoch_samples)
+        self._end_of_pass(f"epoch {self.current_epoch}", self._epoch_samples)
 
     # -- validation: logits scoring, accuracy per duration bucket --------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -232,18 +280,25 @@ class VLATModule(L.LightningModule):
                 self.log(f"val/acc_{key}", metric.compute())
             metric.reset()
             self.val_count[key].reset()
-        self._summarize_skipped("validation", self.val_skipped)
+        totals = self._all_ranks(torch.tensor([float(self.val_skipped.get(r, 0)) for r in REASONS]))
+        self._log_skips("val", totals)
+        self._summarize_skipped("validation", totals)
+        self.val_skipped.clear()
 
     # -- checkpoints: LoRA weights + RNG only ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["vlat_rng"] = {"torch": torch.get_rng_state()}
+        checkpoint["vlat_train_skips"] = self._all_ranks(self.train_skips)  # the run's totals go on with it
         if torch.cuda.is_available():
             checkpoint["vlat_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resume_rng = checkpoint.get("vlat_rng")  # dropout masks continue exactly (see on_train_batch_start)
+        if "vlat_train_skips" in checkpoint and self.global_rank == 0:  # summed over ranks: kept by one
+            self.train_skips = checkpoint["vlat_train_skips"].clone().float()
+            self._train_skips_reported = self.train_skips.clone()
 
 
 def _check_hparams(hp: dict) -> None:
