@@ -181,6 +181,7 @@ class VLATModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int):
         self._count_skipped(batch)
         if batch.get("n", 0) == 0:
+            self._nonfinite(batch, None)  # collectives: every rank, every step
             return self._no_update()
         # without a virtual span no position exceeds the sequence length: check (with a sync) only when it could
         # pass the limit; VLAT's long virtual spans are by design
@@ -198,19 +199,23 @@ class VLATModule(L.LightningModule):
         self._audio_tokens = int((batch["input_ids"] == self.audio_token_id).sum())
         return loss
 
-    def _nonfinite(self, batch: dict, loss: torch.Tensor) -> bool:
+    def _nonfinite(self, batch: dict, loss: torch.Tensor | None) -> bool:
         """A batch whose loss is not finite is skipped and counted, its samples named; ``max_nonfinite_batches`` in a
-        row on any rank stop every rank (the model has diverged)."""
-        finite = bool(torch.isfinite(loss))
-        self._nonfinite_run = 0 if finite else self._nonfinite_run + 1
+        row on any rank stop every rank (the model has diverged). Every rank calls this at every step (``loss`` None
+        for an empty batch): the stop decision is a collective."""
+        finite = loss is None or bool(torch.isfinite(loss))
+        if loss is not None:
+            self._nonfinite_run = 0 if finite else self._nonfinite_run + 1
         stop = torch.tensor(float(self._nonfinite_run >= self.hparams.max_nonfinite_batches), device=self.device)
         if self.trainer.world_size > 1:
             stop = self.trainer.strategy.reduce(stop, reduce_op="sum")
-        ids = ", ".join(map(str, batch.get("id", [])[:8]))
-        where = f"non-finite training loss ({loss.item()}) at global step {self.global_step} (samples: {ids})"
+        where = ""
+        if not finite:
+            ids = ", ".join(map(str, batch.get("id", [])[:8]))
+            where = f"non-finite training loss ({loss.item()}) at global step {self.global_step} (samples: {ids})"
         if stop.item() > 0:
             raise FloatingPointError(
-                f"{where if not finite else 'non-finite training loss on another rank'}, "
+                f"{where or 'non-finite training loss on another rank'}, "
                 f"{self.hparams.max_nonfinite_batches} batches in a row: stopping; checkpoints already written are "
                 "intact (lower the learning rate, or check these samples' audio)"
             )
