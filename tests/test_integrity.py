@@ -473,3 +473,43 @@ def test_non_finite_batches_in_a_row_stop_the_run_naming_samples(tmp_path, tiny_
     assert "3 batches in a row: stopping" in res.stderr and "global step 6 (samples: " in res.stderr
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # what was written is intact, finite
     assert state["global_step"] <= 6 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_evaluation_skips_and_counts_rows_it_cannot_score(synth_dir, tmp_path):
+    """An answer outside the options or three options: skipped and counted by reason, not scored as wrong."""
+    import json
+
+    from vlat.evaluation import EvalSpec
+    from vlat.evaluation.runner import open_source, recordings
+
+    d = tmp_path / "data"
+    shutil.copytree(synth_dir, d)
+    rows = [json.loads(x) for x in (d / "test.jsonl").read_text().splitlines()]
+    rows[0]["answer"], rows[1]["choices"] = 7, rows[1]["choices"][:3]
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = EvalSpec(model="unused", data=str(d), lengths=None)
+    skipped = []
+    kept = [r.id for group in recordings(spec, open_source(spec), lambda n, why: skipped.append(why)) for r in group]
+    assert sorted(skipped) == ["bad_answer", "bad_options"] and len(kept) == len(rows) - 2
+    assert rows[0]["id"] not in kept and rows[1]["id"] not in kept
+
+
+def test_compare_checks_methods_and_output_before_training(tmp_path, tiny_model_dir):
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    base = yaml.safe_load((root / "configs" / "smoke.yaml").read_text())
+    base["model"]["model_name_or_path"] = str(tiny_model_dir)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "f").write_text("a file\n")
+    for extra, expect in (
+        (["--methods", "vanilla,yarn", "--output", str(tmp_path / "out")], "--methods: ['yarn']"),
+        (["--output", str(tmp_path / "f")], "is not a directory"),
+    ):
+        cmd = [sys.executable, str(root / "compare.py"), "--base-config", str(tmp_path / "base.yaml"), *extra]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+        assert res.returncode == 2 and expect in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+        assert not (tmp_path / "out").exists()  # no run was trained

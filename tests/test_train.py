@@ -200,13 +200,15 @@ def test_ddp_epoch_with_workers_sees_every_question_once(tmp_path, tiny_model_di
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_parses(config, tmp_path, monkeypatch):
+def test_every_shipped_config_parses(config, tmp_path, monkeypatch, tiny_model_dir):
     from vlat.cli import VLATCLI
     from vlat.data import YODAS2MCQADataModule
     from vlat.lightning_module import VLATModule
     from vlat.vlat_callback import VirtualLongformCallback
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / ".smoke").mkdir()
+    (tmp_path / ".smoke" / "tiny-model").symlink_to(tiny_model_dir)  # a local model path must exist (checked early)
     cli = VLATCLI(
         VLATModule,
         YODAS2MCQADataModule,
