@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "skipped_questions": evaluator.skipped_questions,
     }
     print(markdown_table(rows), end="")  # first: the results survive a failed write
+    for warning in evaluator.empty_buckets(preds):
+        print(f"evaluate.py: warning: {warning}", file=sys.stderr)
     try:
         out = write_outputs(args.output, rows, preds, meta)
     except OSError as e:

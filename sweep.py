@@ -55,11 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalInputError, ValueError, OSError) as e:
         print(f"sweep.py: error: {e}", file=sys.stderr)
         return 2
-    best = result["best"]
-    print(
-        f"best: cutoff_dim {best['cutoff_dim']}, temperature {best['temperature']:g}, "
-        f"accuracy {100 * best['accuracy']:.2f}% over {result['questions']} questions"
-    )
+    best, tied = result["best"], result["tied"]
+    over = f"{100 * best['accuracy']:.2f}% over {result['questions']} questions"
+    if len(tied) == 1:
+        print(f"best: cutoff_dim {best['cutoff_dim']}, temperature {best['temperature']:g}, accuracy {over}")
+    else:
+        cells = ", ".join(f"({t['cutoff_dim']}, {t['temperature']:g})" for t in tied[:8])
+        more = f" and {len(tied) - 8} more" if len(tied) > 8 else ""
+        print(
+            f"tie: {len(tied)} of {len(result['cutoffs']) * len(result['temperatures'])} settings reach {over}: "
+            f"(cutoff_dim, temperature) {cells}{more}"
+        )
     try:
         out = write_sweep(args.output, result)
     except OSError as e:

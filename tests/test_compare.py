@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from vlat.evaluation.compare import aggregate_seeds, run_config
@@ -67,3 +68,16 @@ def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_di
     assert second.returncode == 0 and second.stdout.count("done, reusing") == 4 and "training" not in second.stdout
     assert ckpt.stat().st_mtime_ns == stamp
     assert json.loads((out / "comparison.json").read_text())["aggregate"] == agg
+
+    # changed training arguments: that run is trained again (the old one kept); one seed: no "± 0.00"
+    one = [*cmd[: cmd.index("--strategies")], "--strategies", "limited", "--seeds", "0", *cmd[cmd.index("--lengths") :]]
+    third = subprocess.run([*one, "--", "--trainer.max_steps", "3"], capture_output=True, text=True, cwd=ROOT)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "limited_seed0: training arguments changed" in third.stdout
+    assert (out / "runs" / "limited_seed0.stale-1" / "done.json").exists()
+    assert (
+        torch.load(out / "runs" / "limited_seed0" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+    )
+    single = (out / "comparison.md").read_text()
+    assert "| limited |" in single and "±" not in single.split("\n", 2)[2]
+    assert all(line.endswith(",") for line in (out / "comparison.csv").read_text().splitlines()[1:])

@@ -513,3 +513,14 @@ def test_compare_checks_methods_and_output_before_training(tmp_path, tiny_model_
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
         assert res.returncode == 2 and expect in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
         assert not (tmp_path / "out").exists()  # no run was trained
+
+
+def test_evaluate_warns_about_length_buckets_that_received_no_question(tmp_path, tiny_model_dir, synth_dir):
+    common = ["--model", tiny_model_dir, "--data", synth_dir, "--output", tmp_path / "out"]
+    res = _evaluate(*common, "--lengths", "0.5,5")  # the data's recordings last 30 s and 75 s
+    assert res.returncode == 0, res.stderr[-2000:]
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("evaluate.py: warning:")]
+    assert warnings == ["evaluate.py: warning: the 5-min bucket received no question (no recording is nearest it)"]
+    res = _evaluate(*common, "--lengths", "0.5,1", "--max-questions", "2")
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("evaluate.py: warning:")]
+    assert res.returncode == 0 and len(warnings) == 1 and "(--max-questions 2 was reached first)" in warnings[0]

@@ -65,6 +65,11 @@ def test_sweep_cli_writes_heatmap(tmp_path, tiny_model_dir, synth_dir):
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "sweep.json").read_text())
     assert result["cutoffs"] == [0, 6] and result["temperatures"] == [1.0, 1.5] and "best" in result
+    acc, best = np.array(result["accuracy"]), result["best"]["accuracy"]
+    want = [{"cutoff_dim": c, "temperature": t} for i, c in enumerate([0, 6]) for j, t in enumerate([1.0, 1.5])
+            if acc[i, j] == best]  # fmt: skip
+    assert result["tied"] == want and {k: result["best"][k] for k in want[0]} == want[0]
+    assert res.stdout.startswith("tie: ") == (len(want) > 1)
     assert len((out / "sweep.csv").read_text().splitlines()) == 1 + 4
     bad = subprocess.run(
         [

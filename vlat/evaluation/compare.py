@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 from collections import defaultdict
+from itertools import count
 from pathlib import Path
 
 import yaml
@@ -52,20 +53,36 @@ def run_config(base: dict, strategy: str, seed: int, run_dir: Path) -> dict:
     return cfg
 
 
+def _recorded_training(run_dir: Path, extra: list[str]) -> dict:
+    """What a finished run was trained with (runs from before this was recorded: their train.yaml)."""
+    recorded = json.loads((run_dir / "done.json").read_text()).get("training")
+    if recorded is None and (run_dir / "train.yaml").exists():
+        recorded = {"config": yaml.safe_load((run_dir / "train.yaml").read_text()), "extra": extra}
+    return recorded
+
+
 def train_run(base: dict, strategy: str, seed: int, run_dir: Path, extra: list[str], root: Path) -> Path:
-    """Train one run unless it is done; returns its adapter directory."""
+    """Train one run unless it is done with the same training arguments; returns its adapter directory.
+
+    A finished run whose config or extra arguments changed is trained again; the old one is kept beside it as
+    ``<run>.stale-N``."""
     done = run_dir / "done.json"
+    config = run_config(base, strategy, seed, run_dir)
+    if done.exists() and _recorded_training(run_dir, extra) != {"config": config, "extra": extra}:
+        stale = next(p for n in count(1) if not (p := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists())
+        run_dir.rename(stale)
+        print(f"[compare] {run_dir.name}: training arguments changed, training again (old run kept as {stale.name})")
     if not done.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = run_dir / "train.yaml"
-        config.write_text(yaml.safe_dump(run_config(base, strategy, seed, run_dir)))
-        cmd = [sys.executable, str(root / "train.py"), "--config", str(config), *extra]
+        path = run_dir / "train.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, str(root / "train.py"), "--config", str(path), *extra]
         res = subprocess.run(cmd, cwd=root)
         if res.returncode != 0:
             raise RuntimeError(f"training {strategy} seed {seed} failed (exit {res.returncode}): {' '.join(cmd)}")
-        write_json_atomic(
-            done, {"strategy": strategy, "seed": seed, "adapter": str(run_dir / "checkpoints" / "last-adapter")}
-        )
+        adapter = str(run_dir / "checkpoints" / "last-adapter")
+        training = {"config": config, "extra": extra}
+        write_json_atomic(done, {"strategy": strategy, "seed": seed, "adapter": adapter, "training": training})
     return Path(json.loads(done.read_text())["adapter"])
 
 
@@ -89,7 +106,7 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
             "length_min": x,
             "seeds": len(v),
             "mean": statistics.fmean(v),
-            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "std": statistics.stdev(v) if len(v) > 1 else None,  # one seed has no spread
         }
         for (s, m, x), v in groups.items()
     ]
@@ -99,7 +116,9 @@ def comparison_table(agg: list[dict]) -> str:
     from vlat.evaluation.report import markdown_table
 
     rows = [{"adapter": a["strategy"], "method": a["method"], "length_min": a["length_min"], **a} for a in agg]
-    return markdown_table(rows, value=lambda r: f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
+    return markdown_table(
+        rows, value=lambda r: f"{100 * r['mean']:.2f}" + (f" ± {100 * r['std']:.2f}" if r["std"] is not None else "")
+    )
 
 
 def plot_accuracy_vs_length(agg: list[dict], path: Path) -> None:
@@ -118,7 +137,8 @@ def plot_accuracy_vs_length(agg: list[dict], path: Path) -> None:
                 if a["method"] == method and a["strategy"] == strategy
             )
             xs, ys, es = zip(*pts, strict=True)
-            ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in es], marker="o", capsize=3, label=strategy)
+            yerr = None if None in es else [100 * e for e in es]  # one seed: no error bar
+            ax.errorbar(xs, [100 * y for y in ys], yerr=yerr, marker="o", capsize=3, label=strategy)
         ax.set_title(f"{method} inference")
         ax.set_xlabel("audio length (min)")
         ax.grid(alpha=0.3)
@@ -133,7 +153,8 @@ def write_comparison(out_dir: Path, agg: list[dict], per_run: list[dict]) -> Non
     with published_files(out_dir) as tmp:
         (tmp / "comparison.json").write_text(json.dumps({"aggregate": agg, "runs": per_run}, indent=2) + "\n")
         lines = ["strategy,method,length_min,seeds,mean,std"] + [
-            f"{a['strategy']},{a['method']},{a['length_min']:g},{a['seeds']},{a['mean']:.6f},{a['std']:.6f}"
+            f"{a['strategy']},{a['method']},{a['length_min']:g},{a['seeds']},{a['mean']:.6f},"
+            + (f"{a['std']:.6f}" if a["std"] is not None else "")
             for a in agg
         ]
         (tmp / "comparison.csv").write_text("\n".join(lines) + "\n")

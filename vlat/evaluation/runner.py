@@ -278,6 +278,14 @@ class Evaluator:
         self.skipped_questions = skipped + self.bad_rows
         return preds, aggregate(preds)
 
+    def empty_buckets(self, preds: list[dict]) -> list[str]:
+        """Warnings for requested length buckets that received no question (and why, when ``max_questions`` did it)."""
+        seen = {p["length"] for p in preds}
+        wanted = self.spec.lengths if self.spec.lengths is not None else self.grid
+        capped = self.spec.max_questions is not None and len({p["id"] for p in preds}) >= self.spec.max_questions
+        why = f"--max-questions {self.spec.max_questions} was reached first" if capped else "no recording is nearest it"
+        return [f"the {b:g}-min bucket received no question ({why})" for b in wanted if b not in seen]
+
     def _score(self, recs: list[Record], wav, n_audio: int, embeds) -> list[tuple[int | None, str]]:
         proc = self.processor
         if self.spec.scoring == "logits":

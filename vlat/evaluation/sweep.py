@@ -64,6 +64,10 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         raise ValueError(f"--length {length}: no recordings in that bucket")
     acc = correct / max(total, 1)
     i, j = np.unravel_index(np.argmax(acc), acc.shape)
+    tied = [  # every setting that reaches the best accuracy: a tie is reported as one, not as a winner
+        {"cutoff_dim": cutoffs[a], "temperature": temperatures[b]}
+        for a, b in zip(*np.nonzero(acc == acc[i, j]), strict=True)
+    ]
     return {
         "length_min": length,
         "original_audio_tokens": ev.tokens,
@@ -73,6 +77,7 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         "temperatures": temperatures,
         "accuracy": acc.tolist(),
         "best": {"cutoff_dim": cutoffs[i], "temperature": temperatures[j], "accuracy": float(acc[i, j])},
+        "tied": tied,
     }
 
 
