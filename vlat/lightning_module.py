@@ -24,6 +24,7 @@ from vlat.model_loading import (
     prepare_for_training,
     resolve_attn,
     resolve_dtype,
+    set_lora_input_casting,
     text_head_dim,
 )
 from vlat.prompts import N_OPTIONS
@@ -115,6 +116,14 @@ class VLATModule(L.LightningModule):
         self.audio_token_id = model.config.audio_token_index
         self.max_positions = model.config.text_config.max_position_embeddings
         self.option_ids = option_token_ids(self.processor.tokenizer)
+
+    def on_fit_start(self) -> None:
+        # mixed precision: LoRA computes in the activation dtype (no fp32 copies of its inputs); held for the whole
+        # fit, so that checkpoint recomputation in backward takes the same path as the forward
+        set_lora_input_casting(self.model, enabled="mixed" not in str(self.trainer.precision))
+
+    def on_fit_end(self) -> None:
+        set_lora_input_casting(self.model, enabled=True)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -81,6 +81,19 @@ def add_lora(model, targets: LoraTargets = "qkvo", rank: int = 8, alpha: int = 1
     return get_peft_model(model, config)
 
 
+def set_lora_input_casting(model, enabled: bool) -> int:
+    """PEFT copies every LoRA layer's input to the adapter's dtype (fp32 adapters under bf16 weights), and autocast
+    copies it back to bf16 for the matmul: two copies of every q/k/v/o input per layer. Under mixed precision every
+    forward (and checkpoint recomputation) runs in autocast, so ``enabled=False`` lets LoRA take the activations as
+    they are; the fp32 master weights and optimizer state stay. Returns the number of LoRA layers set."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    for m in layers:
+        m.cast_input_dtype_enabled = enabled
+    return len(layers)
+
+
 def prepare_for_training(
     model,
     lora_targets: LoraTargets = "qkvo",
