@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,8 +21,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vlat.errors import ConfigError
-from vlat.io import TMP_SUFFIX, make_staging_dir, publish_dir, write_file_atomic
+from vlat.io import TMP_SUFFIX, check_output_dir, make_staging_dir, publish_dir, write_file_atomic
 
 log = logging.getLogger("vlat")
 ADAPTER_KEY = "vlat_adapter"  # {file name: bytes} of the PEFT adapter saved with the checkpoint
@@ -87,12 +85,7 @@ class AdapterCheckpoint(ModelCheckpoint):
             and self.dirpath
             and get_filesystem(self.dirpath).protocol in ("file", ("file", "local"))
         ):
-            d = Path(self.dirpath)
-            try:  # found now, not at the first save after hours of training
-                d.mkdir(parents=True, exist_ok=True)
-                tempfile.TemporaryFile(dir=d).close()
-            except OSError as e:
-                raise ConfigError(f"checkpoint dirpath {d}: cannot write there ({e.strerror or e})") from e
+            d = check_output_dir(self.dirpath, "checkpoint dirpath")  # now, not at the first save hours later
             for stale in d.glob(f".*{TMP_SUFFIX}"):  # left by a save that was killed
                 stale.unlink(missing_ok=True)
 
