@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import scalars, train, write_config
+from test_train import DDP_ONE_EPOCH, scalars, train, with_callback, write_config
 
 from vlat.checkpointing import ADAPTER_KEY, newest_checkpoint
 from vlat.cli import resolve_ckpt_path
@@ -15,14 +15,6 @@ from vlat.errors import ConfigError
 from vlat.evaluation.runner import resolve_adapters, split_label
 
 EVERY_3 = {"trainer.limit_val_batches": 0, "trainer.callbacks.1.init_args.every_n_train_steps": 3}
-
-
-def _with_fault(config: Path, at: int, how: str) -> None:
-    import yaml
-
-    cfg = yaml.safe_load(config.read_text())
-    cfg["trainer"]["callbacks"].append({"class_path": "tests.faults.FailSave", "init_args": {"at": at, "how": how}})
-    config.write_text(yaml.safe_dump(cfg))
 
 
 def _complete(path: Path) -> int:
@@ -42,9 +34,8 @@ def _other_filesystem_tmpdir(tmp_path: Path) -> dict:
 def test_killed_while_overwriting_last_ckpt_resumes_from_the_newest_complete(tmp_path, tiny_model_dir, synth_dir):
     # saves: 1 step-3 ckpt, 2 last.ckpt (step 3), 3 step-6 ckpt, 4 last.ckpt (step 6) <- SIGKILL while writing it
     config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 6})
-    _with_fault(config, at=4, how="kill")
     env = _other_filesystem_tmpdir(tmp_path)
-    res = train(config, check=False, env=env)
+    res = train(with_callback(config, "tests.faults.FailSave", at=4, how="kill"), check=False, env=env)
     assert res.returncode == -9, res.stderr[-2000:]
     ckpts = run / "checkpoints"
     assert _complete(ckpts / "last.ckpt") == 3  # the old last.ckpt is intact, not a 0-byte file
@@ -54,8 +45,7 @@ def test_killed_while_overwriting_last_ckpt_resumes_from_the_newest_complete(tmp
         assert not list(Path(env["TMPDIR"]).iterdir())  # nothing staged in $TMPDIR
         shutil.rmtree(env["TMPDIR"])
 
-    _with_fault(config, at=0, how="kill")  # no more faults
-    res = train(config, "--trainer.max_steps", "8", "--ckpt_path", "last")
+    res = train(config, "--trainer.max_steps", "8", "--ckpt_path", "last")  # the same run, no fault
     assert "epoch=0-step=6.ckpt" in res.stderr + res.stdout  # the newest complete state, by step, not last.ckpt
     assert sorted(scalars(run, "train/loss"))[-2:] == [6, 7] and 3 not in _steps_of_second_run(run)
     assert not [p for p in ckpts.iterdir() if p.name.endswith(".partial")]  # cleaned at setup
@@ -73,8 +63,7 @@ def _steps_of_second_run(run: Path) -> set[int]:
 
 def test_full_disk_during_a_save_keeps_every_normal_name_complete(tmp_path, tiny_model_dir, synth_dir):
     config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 6})
-    _with_fault(config, at=3, how="enospc")  # the step-6 checkpoint
-    res = train(config, check=False)
+    res = train(with_callback(config, "tests.faults.FailSave", at=3, how="enospc"), check=False)  # the step-6 save
     assert res.returncode != 0 and "No space left on device" in res.stderr
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["epoch=0-step=3-adapter", "epoch=0-step=3.ckpt", "last-adapter", "last.ckpt"]
@@ -386,8 +375,6 @@ def _bad_shard(path: Path, wave, rows: list[tuple]) -> None:
 def test_skip_counts_are_exact_per_reason_summed_over_ddp_ranks(tmp_path, tiny_model_dir, yodas2_dir):
     """Known bad rows in the published layout, 2-rank gloo DDP x 2 workers, one epoch: every reason counted once,
     over both ranks, training and validation apart."""
-    import yaml
-
     from vlat.data import ColumnMapping, normalize, read_rows, resolve
 
     data = tmp_path / "data"
@@ -407,28 +394,7 @@ def test_skip_counts_are_exact_per_reason_summed_over_ddp_ranks(tmp_path, tiny_m
     test_bad = [(wave, "Q?" + opts, "9"), ([], "Q?" + opts, "1")]  # bad_answer, empty_audio
     _bad_shard(data / "0.5" / "train-00009-of-00009.parquet", wave, train_bad)
     _bad_shard(data / "0.5" / "test-00009-of-00009.parquet", wave, test_bad)
-    config, run = write_config(
-        tmp_path,
-        tiny_model_dir,
-        data,
-        workers=2,
-        **{
-            "trainer.max_steps": -1,
-            "trainer.max_epochs": 1,
-            "trainer.val_check_interval": 1.0,
-            "trainer.check_val_every_n_epoch": 1,
-            "trainer.limit_val_batches": 1.0,
-            "trainer.devices": 2,
-            "trainer.strategy": "ddp",
-            "data.infinite_train": False,
-            "data.batch_size": 2,
-            "data.val_batch_size": 3,
-            "data.val_lengths": None,
-            "trainer.callbacks.1.init_args.every_n_train_steps": 100,
-        },
-    )
-    cfg = yaml.safe_load(config.read_text())
-    config.write_text(yaml.safe_dump(cfg))
+    config, run = write_config(tmp_path, tiny_model_dir, data, workers=2, **DDP_ONE_EPOCH, **{"data.val_lengths": None})
     res = train(config)
 
     def final(tag):
@@ -445,18 +411,9 @@ def test_skip_counts_are_exact_per_reason_summed_over_ddp_ranks(tmp_path, tiny_m
 
 
 # -- non-finite losses -----------------------------------------------------------------------------------------------
-def _with_nan_batches(config: Path, at: list[int]) -> None:
-    import yaml
-
-    cfg = yaml.safe_load(config.read_text())
-    cfg["trainer"]["callbacks"].append({"class_path": "tests.faults.NaNFeaturesAt", "init_args": {"at": at}})
-    config.write_text(yaml.safe_dump(cfg))
-
-
 def test_a_non_finite_batch_is_skipped_counted_and_named(tmp_path, tiny_model_dir, synth_dir):
     config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 6})
-    _with_nan_batches(config, [2])
-    res = train(config)
+    res = train(with_callback(config, "tests.faults.NaNFeaturesAt", at=[2]))
     warning = next(line for line in res.stderr.splitlines() if "skipping a batch with a non-finite" in line)
     assert "global step 2 (samples: " in warning and "q" in warning.split("samples: ")[1]  # question ids
     assert scalars(run, "data/skipped/nonfinite_loss")[5] == 4  # the batch's 4 samples
@@ -467,8 +424,7 @@ def test_a_non_finite_batch_is_skipped_counted_and_named(tmp_path, tiny_model_di
 
 def test_non_finite_batches_in_a_row_stop_the_run_naming_samples(tmp_path, tiny_model_dir, synth_dir):
     config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 8})
-    _with_nan_batches(config, [4, 5, 6])
-    res = train(config, check=False)
+    res = train(with_callback(config, "tests.faults.NaNFeaturesAt", at=[4, 5, 6]), check=False)
     assert res.returncode != 0
     assert "3 batches in a row: stopping" in res.stderr and "global step 6 (samples: " in res.stderr
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # what was written is intact, finite

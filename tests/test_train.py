@@ -34,6 +34,31 @@ def write_config(tmp_path, tiny_model_dir, synth_dir, workers=0, **overrides):
     return path, run
 
 
+def with_callback(config, class_path: str, **init_args):
+    """A copy of ``config`` with one more callback (a test's recorder or fault), the original left as it was."""
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"].append({"class_path": class_path, "init_args": init_args})
+    out = config.with_name(f"{config.stem}.{class_path.rsplit('.', 1)[1]}.yaml")
+    out.write_text(yaml.safe_dump(cfg))
+    return out
+
+
+# one finite epoch under 2-process gloo DDP, validated at its end
+DDP_ONE_EPOCH = {
+    "trainer.max_steps": -1,
+    "trainer.max_epochs": 1,
+    "trainer.val_check_interval": 1.0,
+    "trainer.check_val_every_n_epoch": 1,
+    "trainer.limit_val_batches": 1.0,
+    "trainer.devices": 2,
+    "trainer.strategy": "ddp",
+    "data.infinite_train": False,
+    "data.batch_size": 2,
+    "data.val_batch_size": 3,
+    "trainer.callbacks.1.init_args.every_n_train_steps": 100,
+}
+
+
 def train(config, *extra, check=True, env=None):
     res = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(config), *extra],
@@ -163,30 +188,8 @@ def test_ddp_epoch_with_workers_sees_every_question_once(tmp_path, tiny_model_di
     from vlat.data import ColumnMapping, normalize, read_rows, resolve
 
     ids_dir = tmp_path / "ids"
-    config, run = write_config(
-        tmp_path,
-        tiny_model_dir,
-        yodas2_dir,
-        workers=2,
-        **{
-            "trainer.max_steps": -1,
-            "trainer.max_epochs": 1,
-            "trainer.val_check_interval": 1.0,
-            "trainer.check_val_every_n_epoch": 1,
-            "trainer.limit_val_batches": 1.0,
-            "trainer.devices": 2,
-            "trainer.strategy": "ddp",
-            "data.infinite_train": False,
-            "data.batch_size": 2,
-            "data.val_batch_size": 3,
-            "trainer.callbacks.1.init_args.every_n_train_steps": 100,
-        },
-    )
-    cfg = yaml.safe_load(config.read_text())
-    cfg["trainer"]["callbacks"].append(
-        {"class_path": "tests.id_recorder.RecordIds", "init_args": {"out": str(ids_dir)}}
-    )
-    config.write_text(yaml.safe_dump(cfg))
+    config, run = write_config(tmp_path, tiny_model_dir, yodas2_dir, workers=2, **DDP_ONE_EPOCH)
+    config = with_callback(config, "tests.id_recorder.RecordIds", out=str(ids_dir))
     train(config)
     seen = {"train": [], "val": []}
     for path in ids_dir.glob("rank*.json"):
