@@ -92,3 +92,9 @@ def test_sweep_cli_writes_heatmap(tmp_path, tiny_model_dir, synth_dir):
         cwd=ROOT,
     )
     assert bad.returncode == 2 and "cutoff_dim: 64 is outside [0, 8]" in bad.stderr and not (tmp_path / "x").exists()
+    assert "Loading weights" not in bad.stderr  # the grid is checked against config.json before the model loads
+    missing = [*bad.args[:3], str(tmp_path / "no-model"), *bad.args[4:]]
+    res = subprocess.run(missing, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"sweep.py: error: --model {tmp_path / 'no-model'}: no such directory (and not a hub id)"
+    ]

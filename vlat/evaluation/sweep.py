@@ -19,7 +19,7 @@ from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
 from vlat.io import published_files
-from vlat.model_loading import text_head_dim
+from vlat.model_loading import check_model_source, text_head_dim
 from vlat.prompts import mcqa_prompt_ids
 from vlat.rope import AudioRopeConfig, apply_audio_rope
 from vlat.scoring import LOGITS_PREFIX
@@ -31,6 +31,7 @@ STANDARD_BUCKETS = [0.5, 1.0, 2.0, 5.0, 10.0]
 
 def check_grid(model: str, cutoffs: list[int], temperatures: list[float]) -> None:
     """Every (cutoff_dim, temperature) of the grid, against the model's ``config.json`` only (before it loads)."""
+    check_model_source(model, "--model")
     head_dim = text_head_dim(model)
     for c in cutoffs:
         for t in temperatures:
