@@ -12,6 +12,7 @@ from vlat.rope.patch import (
     current_config,
     find_audio_model,
     largest_positions,
+    plan_chunked_prefill,
     set_virtual_audio_tokens,
     warn_if_beyond_context,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "current_config",
     "find_audio_model",
     "largest_positions",
+    "plan_chunked_prefill",
     "warn_if_beyond_context",
     "raw_positions",
     "set_virtual_audio_tokens",

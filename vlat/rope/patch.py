@@ -9,7 +9,13 @@ Per call, the hook:
   padding both work; transformers would otherwise infer packed sequences from non-consecutive positions);
 - finds the audio runs (``audio_token_id`` tokens) and computes warped positions / per-sample factors;
 - continues a cached sequence from the state stored *on the KV cache object* of that sequence (total shift and
-  audio-token count), so ``generate()`` and prefix reuse are exact and nothing leaks between calls or batches.
+  audio-token count), so ``generate()`` and prefix reuse are exact and nothing leaks between calls or batches;
+- for a prompt prefilled in chunks (:func:`plan_chunked_prefill`), uses the plan of the *whole* prompt stored on the
+  cache, sliced to the chunk: an audio run cut by a chunk boundary is warped as one run (same positions, temperature
+  and whole-context factor as one long forward).
+
+A 4-D attention mask (packed questions on a shared prefix, :mod:`vlat.evaluation.prefix`) needs explicit
+``position_ids``; every token of such a call is real.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from vlat.rope.positions import raw_positions, warp_positions, whole_factor
 
 _HOOKS_ATTR = "_vlat_rope_hooks"
 _STATE_ATTR = "_vlat_rope_state"
+_PREFILL_ATTR = "_vlat_rope_prefill"
 
 
 def find_audio_model(model: nn.Module) -> nn.Module:
@@ -88,6 +95,51 @@ def set_virtual_audio_tokens(model: nn.Module, virtual_audio_tokens: int | None)
     rotary.reset_cache()
 
 
+def _plan(cfg: AudioRopeConfig, audio: torch.Tensor, position_ids: torch.Tensor, prior) -> tuple[RopePlan, tuple]:
+    """The plan of one call (B, T) continuing a sequence whose earlier tokens left state ``prior``, and the state
+    after it: (total shift, audio tokens so far), both (B,)."""
+    prior_shift, prior_audio = prior
+    if cfg.method.startswith("whole"):
+        total_audio = prior_audio + audio.sum(-1)
+        factor = whole_factor(total_audio, cfg.span, clamp=cfg.virtual_audio_tokens is None)
+        return RopePlan(factor=factor), (prior_shift, total_audio)
+    warped = warp_positions(audio, position_ids, cfg.span, warp_all=cfg.virtual_audio_tokens is not None)
+    positions = warped.positions + prior_shift[:, None]
+    plan = RopePlan(positions=positions, scale=temperature_scale(warped.warped_audio, cfg.temperature))
+    return plan, (prior_shift + warped.shift, prior_audio + audio.sum(-1))
+
+
+def plan_chunked_prefill(model: nn.Module, input_ids: torch.Tensor, cache) -> None:
+    """Prepare an empty KV cache for prefilling ``input_ids`` (B, T, no padding) in consecutive chunks.
+
+    The plan of the whole prompt is computed here and stored on ``cache``; each chunk's forward (``input_ids`` of
+    the chunk, ``past_key_values=cache``) uses its slice, so the result equals one forward over the whole prompt.
+    Vanilla RoPE needs no plan (stock positions are already exact in chunks)."""
+    rotary = installed_rope(model)
+    if rotary is None:
+        return
+    if cache.get_seq_length() != 0:
+        raise ValueError("plan_chunked_prefill: the cache must be empty")
+    bsz, seqlen = input_ids.shape
+    device = input_ids.device
+    audio = input_ids == find_audio_model(model).config.audio_token_id
+    raw = torch.arange(seqlen, device=device).expand(bsz, seqlen)
+    zeros = torch.zeros(bsz, device=device)
+    plan, state = _plan(rotary.cfg, audio, raw, (zeros, zeros))
+    setattr(cache, _PREFILL_ATTR, (seqlen, plan, state))
+
+
+def _chunk_of(prefill, past_len: int, seqlen: int) -> tuple[RopePlan, tuple]:
+    total, plan, state = prefill
+    if past_len + seqlen > total:
+        raise RuntimeError(f"chunked prefill: chunk ends at {past_len + seqlen}, beyond the planned prompt ({total})")
+    if plan.factor is not None:
+        return plan, state
+    sl = slice(past_len, past_len + seqlen)
+    scale = plan.scale[:, sl] if plan.scale is not None else None
+    return RopePlan(positions=plan.positions[:, sl], scale=scale), state
+
+
 def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, args, kwargs):
     input_ids = kwargs.get("input_ids", args[0] if args else None)
     embeds = kwargs.get("inputs_embeds")
@@ -102,28 +154,27 @@ def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, a
         attention_mask = torch.ones(bsz, past_len + seqlen, dtype=torch.long, device=device)
         kwargs["attention_mask"] = attention_mask
     position_ids = kwargs.get("position_ids")
+    if attention_mask.dim() == 4:
+        if position_ids is None:
+            raise ValueError("audio RoPE: a 4-D attention_mask needs explicit position_ids")
+        real = torch.ones(bsz, seqlen, dtype=torch.bool, device=device)
+    else:
+        real = attention_mask[:, -seqlen:] != 0
     if position_ids is None:
         position_ids = raw_positions(attention_mask)[:, -seqlen:]
         kwargs["position_ids"] = position_ids
 
-    if input_ids is not None:
-        audio = (input_ids == audio_token_id) & (attention_mask[:, -seqlen:] != 0)
-    else:  # a continuation given as embeddings carries no audio tokens of its own
-        audio = torch.zeros(bsz, seqlen, dtype=torch.bool, device=device)
-    prior = getattr(past, _STATE_ATTR, None) if past is not None else None
-    prior_shift, prior_audio = prior if prior is not None else (torch.zeros(bsz, device=device),) * 2
-
-    cfg = rotary.cfg
-    if cfg.method.startswith("whole"):
-        total_audio = prior_audio + audio.sum(-1)
-        factor = whole_factor(total_audio, cfg.span, clamp=cfg.virtual_audio_tokens is None)
-        rotary.plan = RopePlan(factor=factor)
-        state = (prior_shift, total_audio)
+    prefill = getattr(past, _PREFILL_ATTR, None) if past is not None else None
+    if prefill is not None and past_len < prefill[0]:  # a chunk of a planned prefill
+        rotary.plan, state = _chunk_of(prefill, past_len, seqlen)
     else:
-        warped = warp_positions(audio, position_ids, cfg.span, warp_all=cfg.virtual_audio_tokens is not None)
-        positions = warped.positions + prior_shift[:, None]
-        rotary.plan = RopePlan(positions=positions, scale=temperature_scale(warped.warped_audio, cfg.temperature))
-        state = (prior_shift + warped.shift, prior_audio + audio.sum(-1))
+        if input_ids is not None:
+            audio = (input_ids == audio_token_id) & real
+        else:  # a continuation given as embeddings carries no audio tokens of its own
+            audio = torch.zeros(bsz, seqlen, dtype=torch.bool, device=device)
+        prior = getattr(past, _STATE_ATTR, None) if past is not None else None
+        prior = prior if prior is not None else (torch.zeros(bsz, device=device),) * 2
+        rotary.plan, state = _plan(rotary.cfg, audio, position_ids, prior)
     rotary.plan_shape = (bsz, seqlen)
     rotary.pending_state = state
     return args, kwargs
@@ -134,6 +185,9 @@ def _after_forward(rotary: AudioRotaryEmbedding, module, args, kwargs, output):
     cache = getattr(output, "past_key_values", None)
     if cache is not None and state is not None:
         setattr(cache, _STATE_ATTR, state)
+        prefill = getattr(cache, _PREFILL_ATTR, None)
+        if prefill is not None and cache.get_seq_length() >= prefill[0]:
+            delattr(cache, _PREFILL_ATTR)  # the prompt is complete: later calls continue from the state
     return output
 
 
