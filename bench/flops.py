@@ -160,15 +160,30 @@ def train_step_flops(
 
 
 def prefix_eval_flops(
-    arch: Arch, prefix_len: int, windows: int, suffix_lens: Sequence[int], attention: Attention = "causal"
+    arch: Arch,
+    prefix_len: int,
+    windows: int,
+    suffix_lens: Sequence[int],
+    attention: Attention = "causal",
+    chunk: int = 0,
 ) -> float:
-    """One recording, prefix reuse: audio once, prefix prefill once (no logits), every suffix on the cached prefix.
+    """One recording, prefix reuse: audio once, prefix prefill once in chunks of ``chunk`` tokens (0: at once; no
+    logits), the suffixes packed into one sequence on the cached prefix, logits at each suffix's last token.
 
-    Suffixes run as one right-padded batch, so each costs the longest suffix's length; logits at its last token.
-    """
-    width = max(suffix_lens)
-    prefill = lm_forward_flops(arch, prefix_len, 0, attention=attention)
-    suffixes = len(suffix_lens) * lm_forward_flops(arch, width, 1, past=prefix_len, attention=attention)
+    Packed attention: each suffix token needs the prefix and its own earlier tokens (``causal``); a masked kernel
+    executes every packed token against every key (``full``)."""
+    step = chunk if chunk > 0 else prefix_len
+    prefill = sum(
+        lm_forward_flops(arch, min(step, prefix_len - s), 0, past=s, attention=attention)
+        for s in range(0, prefix_len, step)
+    )
+    packed = sum(suffix_lens)
+    if attention == "full":
+        suffixes = lm_forward_flops(arch, packed, len(suffix_lens), past=prefix_len, attention="full")
+    else:
+        keys = sum(n * (prefix_len + n / 2) for n in suffix_lens)
+        no_attn = lm_forward_flops(arch, packed, len(suffix_lens), past=0, attention="causal")
+        suffixes = no_attn - _attention(arch, packed, packed / 2) + arch.layers * 4 * keys * arch.q_dim
     return audio_flops(arch, windows) + prefill + suffixes
 
 

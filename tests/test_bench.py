@@ -103,6 +103,23 @@ def test_prefix_eval_flops_match_torch_flop_counter(eager_tiny):
     suffixes = [suffix, suffix[:100]]
     with FlopCounterMode(display=False) as counter:
         embeds = encode_audio(model, ex["input_features"], ex["feature_attention_mask"])
-        score_questions(model, prefix, suffixes, embeds, [49, 50, 51, 52])
-    want = prefix_eval_flops(Arch.from_config(model.config), len(prefix), 2, [140, 100], attention="full")
-    assert counter.get_total_flops() == want
+        score_questions(model, prefix, suffixes, embeds, [49, 50, 51, 52], prefill_chunk=500)
+    arch = Arch.from_config(model.config)
+    want = prefix_eval_flops(arch, len(prefix), 2, [140, 100], attention="full", chunk=500)
+    assert len(prefix) > 1000 and counter.get_total_flops() == want
+    # the useful work: chunking changes none of it; packing adds only the masked products between questions
+    causal = prefix_eval_flops(arch, len(prefix), 2, [140, 100])
+    assert causal == prefix_eval_flops(arch, len(prefix), 2, [140, 100], chunk=500)
+    masked = (
+        4
+        * arch.layers
+        * arch.q_dim
+        * (240 * len(prefix) + 240 * 240 - 140 * (len(prefix) + 70) - 100 * (len(prefix) + 50))
+    )
+    chunk_masked = (
+        4
+        * arch.layers
+        * arch.q_dim
+        * sum(c * (s + c) - c * (s + c / 2) for s in range(0, len(prefix), 500) for c in [min(500, len(prefix) - s)])
+    )
+    assert want - causal == pytest.approx(masked + chunk_masked)

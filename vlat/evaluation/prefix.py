@@ -1,45 +1,198 @@
-"""Shared audio prefix: encode a recording once, prefill its prompt prefix once, score all its questions.
+"""Shared audio prefix: encode a recording once, prefill its prompt prefix once, answer all its questions on it.
 
 YODAS2-MCQA asks five questions per recording. The audio encoding depends only on the recording (the audio tower
 and projector are frozen and LoRA touches the language model only), so it is computed once and reused across
 adapters, RoPE methods and questions. The KV cache of the prompt prefix (chat header + audio + instruction) is
-computed once per (recording, adapter, method); every question then runs only its own suffix tokens. Predictions
-equal those of evaluating each question alone (same tokens: :func:`vlat.prompts.mcqa_prompt_ids`).
+computed once per (recording, adapter, method), in chunks of ``prefill_chunk`` tokens (bounded activations; the
+audio RoPE plan of the whole prompt is used for every chunk, so chunking is exact).
+
+The questions then share that **one** copy of the prefix: their suffixes are packed into one sequence behind it
+with a block mask (each suffix token sees the prefix and the earlier tokens of its own question; positions restart
+after the prefix for every question), and greedy decoding continues every question from there in the same way.
+The cache is one buffer sized once for prefix + packed tokens (no per-question copies, no regrowth). Afterwards it
+is cropped back to the prefix. Attention kernels that take no 4-D mask (flash-attention 2) run the questions in
+turn on the same cache instead. Predictions equal those of evaluating each question alone (same tokens:
+:func:`vlat.prompts.mcqa_prompt_ids`; tested).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from vlat.audio import audio_tokens_for_frames
-from vlat.lm_head import backbone, logits_at
-from vlat.rope import find_audio_model
-from vlat.scoring import Prediction
+from vlat.lm_head import backbone
+from vlat.rope import find_audio_model, plan_chunked_prefill
+from vlat.scoring import Prediction, parse_answer
+
+DEFAULT_PREFILL_CHUNK = 4096  # tokens per prefill forward: ~0.5 GiB of activations on the 7B model in bf16
+ENCODE_WINDOWS = 8  # 30-s windows per audio-tower forward
+
+
+class ReservedLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys/values are views of one buffer of ``capacity`` tokens, allocated at the first
+    update: growing writes in place instead of concatenating (the stock layer copies the whole prefix at every
+    chunk, and the allocator fragments on ever larger blocks); ``crop`` keeps working (it narrows the view)."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        b, h, _, d = key_states.shape
+        self.key_buffer = key_states.new_empty(b, h, self.capacity, d)
+        self.value_buffer = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.keys, self.values = self.key_buffer[:, :, :0], self.value_buffer[:, :, :0]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, m = self.keys.shape[-2], key_states.shape[-2]
+        if n + m > self.capacity:
+            raise RuntimeError(f"KV cache: {n + m} tokens exceed the reserved {self.capacity}")
+        self.key_buffer[:, :, n : n + m].copy_(key_states)
+        self.value_buffer[:, :, n : n + m].copy_(value_states)
+        self.keys, self.values = self.key_buffer[:, :, : n + m], self.value_buffer[:, :, : n + m]
+        return self.keys, self.values
+
+
+def reserved_cache(capacity: int) -> Cache:
+    """A KV cache holding at most ``capacity`` tokens per layer, allocated once."""
+    return Cache(layer_class_to_replicate=lambda: ReservedLayer(capacity))
+
+
+def cache_elements(cache: Cache) -> int:
+    """Elements the cache has allocated (keys and values of every layer)."""
+    return sum(layer.key_buffer.numel() + layer.value_buffer.numel() for layer in cache.layers if layer.is_initialized)
 
 
 @torch.no_grad()
-def encode_audio(model, input_features: torch.Tensor, feature_attention_mask: torch.Tensor) -> torch.Tensor:
-    """Projected audio-token embeddings of all windows of one recording, in order: (n_audio, hidden)."""
+def encode_audio(
+    model, input_features: torch.Tensor, feature_attention_mask: torch.Tensor, windows: int = ENCODE_WINDOWS
+) -> torch.Tensor:
+    """Projected audio-token embeddings of all windows of one recording, in order: (n_audio, hidden).
+
+    The audio tower runs on ``windows`` 30-s windows at a time (its activations stay bounded at any length)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
     audio_model = find_audio_model(model)
     tower = audio_model.audio_tower
     device, dtype = tower.conv1.weight.device, tower.conv1.weight.dtype
-    feats, fmask = input_features.to(device, dtype), feature_attention_mask.to(device)
-    lengths = audio_tokens_for_frames(fmask.sum(-1))  # (W,)
-    conv_len = (fmask.sum(-1) - 1) // 2 + 1  # frames after the first conv, as the encoder masks them
-    frames = feats.shape[-1] // 2
-    mask2d = (torch.arange(frames, device=device)[None] < conv_len[:, None]).long()
-    from transformers.masking_utils import create_bidirectional_mask
+    out = []
+    for start in range(0, len(input_features), windows):
+        feats = input_features[start : start + windows].to(device, dtype)
+        fmask = feature_attention_mask[start : start + windows].to(device)
+        lengths = audio_tokens_for_frames(fmask.sum(-1))  # (W,)
+        conv_len = (fmask.sum(-1) - 1) // 2 + 1  # frames after the first conv, as the encoder masks them
+        frames = feats.shape[-1] // 2
+        mask2d = (torch.arange(frames, device=device)[None] < conv_len[:, None]).long()
+        attn = create_bidirectional_mask(
+            config=tower.config,
+            inputs_embeds=torch.zeros(len(feats), frames, 1, dtype=dtype, device=device),
+            attention_mask=mask2d,
+        )
+        hidden = audio_model.multi_modal_projector(tower(feats, attention_mask=attn).last_hidden_state)  # (W, 750, H)
+        keep = torch.arange(hidden.shape[1], device=device)[None] < lengths.to(device)[:, None]
+        out.append(hidden[keep])
+    return torch.cat(out)
 
-    attn = create_bidirectional_mask(
-        config=tower.config,
-        inputs_embeds=torch.zeros(len(feats), frames, 1, dtype=dtype, device=device),
-        attention_mask=mask2d,
-    )
-    hidden = audio_model.multi_modal_projector(tower(feats, attention_mask=attn).last_hidden_state)  # (W, 750, H)
-    keep = torch.arange(hidden.shape[1], device=device)[None] < lengths.to(device)[:, None]
-    return hidden[keep]
+
+def packs_questions(model) -> bool:
+    """Whether the attention kernel takes a 4-D mask (sdpa, eager): then questions share one packed forward."""
+    return find_audio_model(model).language_model.config._attn_implementation != "flash_attention_2"
+
+
+@torch.no_grad()
+def prefill(
+    model, prefix_ids: Sequence[int], audio_embeds: torch.Tensor, capacity: int, chunk: int = DEFAULT_PREFILL_CHUNK
+) -> Cache:
+    """KV cache of the prompt prefix (no logits), filled ``chunk`` tokens at a time; room for ``capacity`` tokens."""
+    audio_model = find_audio_model(model)
+    device = audio_embeds.device
+    ids = torch.tensor([list(prefix_ids)], device=device)
+    embeds = audio_model.get_input_embeddings()(ids)
+    audio_mask = ids == audio_model.config.audio_token_id
+    embeds = embeds.masked_scatter(audio_mask[..., None], audio_embeds.to(embeds.dtype))
+    cache = reserved_cache(capacity)
+    plan_chunked_prefill(model, ids, cache)
+    step = chunk if chunk and chunk > 0 else ids.shape[1]
+    for start in range(0, ids.shape[1], step):
+        end = min(start + step, ids.shape[1])
+        backbone(
+            model,
+            input_ids=ids[:, start:end],
+            inputs_embeds=embeds[:, start:end],
+            attention_mask=torch.ones(1, end, dtype=torch.long, device=device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+    return cache
+
+
+class _Tail:
+    """Tokens cached behind the shared prefix: which question owns each, and at which raw position."""
+
+    def __init__(self, prefix_len: int, device):
+        self.prefix_len, self.device = prefix_len, device
+        self.owner = torch.empty(0, dtype=torch.long, device=device)
+
+    def forward(self, model, cache: Cache, ids: list[int], owner: list[int], positions: list[int]) -> torch.Tensor:
+        """Run ``ids`` (question ``owner[i]`` at raw position ``positions[i]``) on the cache; hidden states (n, h).
+
+        Each new token attends to the prefix and to the earlier-or-same tokens of its own question."""
+        dev = self.device
+        new_owner = torch.tensor(owner, device=dev)
+        old = len(self.owner)
+        self.owner = torch.cat([self.owner, new_owner])
+        inputs = torch.tensor([ids], device=dev)
+        if len(set(owner)) == 1 and bool((self.owner == owner[0]).all()):  # one question alone: plain causal
+            mask = torch.ones(1, self.prefix_len + len(self.owner), dtype=torch.long, device=dev)
+        else:
+            tail = torch.arange(len(self.owner), device=dev)
+            mine = (self.owner[None] == new_owner[:, None]) & (tail[None] <= tail[old:, None])
+            allowed = torch.cat([torch.ones(len(ids), self.prefix_len, dtype=torch.bool, device=dev), mine], 1)
+            dtype = find_audio_model(model).language_model.embed_tokens.weight.dtype
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+            mask = mask[None, None]
+        pos = torch.tensor([positions], device=dev)
+        out = backbone(
+            model, input_ids=inputs, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+        )
+        return out.last_hidden_state[0]
+
+    def reset(self, cache: Cache) -> None:
+        """Crop the cache back to the prefix."""
+        if len(self.owner):
+            cache.crop(-len(self.owner))
+        self.owner = self.owner[:0]
+
+
+def _logits(model, hidden: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """LM-head logits at the given rows of packed hidden states only: (len(rows), V)."""
+    return model.get_output_embeddings()(hidden[torch.tensor(rows, device=hidden.device)])
+
+
+def _groups(model, n: int) -> list[list[int]]:
+    return [list(range(n))] if packs_questions(model) else [[i] for i in range(n)]
+
+
+def _packed_suffixes(prefix_len: int, suffixes: Sequence[Sequence[int]], group: list[int]):
+    ids, owner, pos, last = [], [], [], []
+    for q in group:
+        s = list(suffixes[q])
+        ids += s
+        owner += [q] * len(s)
+        pos += range(prefix_len, prefix_len + len(s))
+        last.append(len(ids) - 1)
+    return ids, owner, pos, last
+
+
+def _capacity(model, prefix_len: int, per_question: Sequence[int]) -> int:
+    return prefix_len + (sum(per_question) if packs_questions(model) else max(per_question))
 
 
 @torch.no_grad()
@@ -49,26 +202,88 @@ def score_questions(
     suffixes: Sequence[Sequence[int]],
     audio_embeds: torch.Tensor,
     option_ids: list[int],
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
 ) -> list[Prediction]:
-    """Logits scoring of several questions sharing one prefix: prefill once, then all suffixes as one batch."""
-    audio_model = find_audio_model(model)
-    device = audio_embeds.device
-    ids = torch.tensor([list(prefix_ids)], device=device)
-    embeds = audio_model.get_input_embeddings()(ids)
-    audio_mask = ids == audio_model.config.audio_token_id
-    embeds = embeds.masked_scatter(audio_mask[..., None], audio_embeds.to(embeds.dtype))
-    # prefill: the KV cache only, no logits over the prefix
-    prefill = backbone(model, input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids), use_cache=True)
-    cache = prefill.past_key_values
-    n, width = len(suffixes), max(len(s) for s in suffixes)
-    cache.batch_repeat_interleave(n)
-    suffix = torch.full((n, width), 0, dtype=torch.long, device=device)
-    mask = torch.zeros(n, ids.shape[1] + width, dtype=torch.long, device=device)
-    mask[:, : ids.shape[1]] = 1
-    for i, s in enumerate(suffixes):  # right padding: pads sit after each row's last real token
-        suffix[i, : len(s)] = torch.tensor(s, device=device)
-        mask[i, ids.shape[1] : ids.shape[1] + len(s)] = 1
-    hidden = backbone(model, input_ids=suffix, attention_mask=mask, past_key_values=cache, use_cache=True)
-    last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
-    probs = logits_at(model, hidden.last_hidden_state, last)[:, option_ids].float().softmax(-1)
+    """Logits scoring of several questions sharing one prefix: prefill once, suffixes packed on its one copy."""
+    L = len(prefix_ids)
+    cache = prefill(model, prefix_ids, audio_embeds, _capacity(model, L, [len(s) for s in suffixes]), prefill_chunk)
+    tail, probs = _Tail(L, audio_embeds.device), [None] * len(suffixes)
+    for group in _groups(model, len(suffixes)):
+        ids, owner, pos, last = _packed_suffixes(L, suffixes, group)
+        hidden = tail.forward(model, cache, ids, owner, pos)
+        p = _logits(model, hidden, last)[:, option_ids]
+        for q, row in zip(group, p.float().softmax(-1), strict=True):
+            probs[q] = row
+        tail.reset(cache)
     return [Prediction(int(p.argmax()), probs=p.tolist()) for p in probs]
+
+
+def _eos_ids(model) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+
+
+_UNSUPPORTED_GENERATION = (
+    "no_repeat_ngram_size",
+    "bad_words_ids",
+    "min_new_tokens",
+    "suppress_tokens",
+    "sequence_bias",
+)
+
+
+def _repetition_penalty(model) -> float:
+    gen = getattr(model, "generation_config", None)
+    set_ = [k for k in _UNSUPPORTED_GENERATION if getattr(gen, k, None)]
+    if set_:
+        warnings.warn(f"generate scoring: the model's generation_config sets {set_}, not applied", stacklevel=3)
+    return float(getattr(gen, "repetition_penalty", None) or 1.0)
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    tokenizer,
+    prefix_ids: Sequence[int],
+    suffixes: Sequence[Sequence[int]],
+    audio_embeds: torch.Tensor,
+    max_new_tokens: int = 24,
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+) -> list[Prediction]:
+    """Greedy replies of several questions sharing one prefix, parsed into options (``generate`` scoring).
+
+    Every question continues from the one prefix copy; each step runs the unfinished questions' next tokens as one
+    packed forward with logits at those tokens only. Stops per question at an end-of-sequence token or after
+    ``max_new_tokens``, as ``generate(do_sample=False)`` does for a prompt alone (the model's
+    ``repetition_penalty`` included)."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    L, dev = len(prefix_ids), audio_embeds.device
+    eos, penalty = _eos_ids(model), _repetition_penalty(model)
+    process = RepetitionPenaltyLogitsProcessor(penalty) if penalty != 1.0 else None
+    capacity = _capacity(model, L, [len(s) + max_new_tokens for s in suffixes])
+    cache = prefill(model, prefix_ids, audio_embeds, capacity, prefill_chunk)
+    tail, replies = _Tail(L, dev), [[] for _ in suffixes]
+    for group in _groups(model, len(suffixes)):
+        ids, owner, pos, last = _packed_suffixes(L, suffixes, group)
+        active = list(group)
+        while True:
+            hidden = tail.forward(model, cache, ids, owner, pos)
+            logits = _logits(model, hidden, last).float()
+            if process is not None:
+                seqs = [list(prefix_ids) + list(suffixes[q]) + replies[q] for q in active]
+                width = max(map(len, seqs))  # pad with a token already in every row: the penalty is unchanged
+                seqs = torch.tensor([s + [prefix_ids[0]] * (width - len(s)) for s in seqs], device=dev)
+                logits = process(seqs, logits)
+            nxt = logits.argmax(-1).tolist()
+            for q, t in zip(active, nxt, strict=True):
+                replies[q].append(t)  # an end token too: decoding drops it when special, as after generate()
+            active = [q for q, t in zip(active, nxt, strict=True) if t not in eos and len(replies[q]) < max_new_tokens]
+            if not active:
+                break
+            ids, owner = [replies[q][-1] for q in active], active
+            pos = [L + len(suffixes[q]) + len(replies[q]) - 1 for q in active]
+            last = list(range(len(active)))
+        tail.reset(cache)
+    texts = tokenizer.batch_decode(replies, skip_special_tokens=True)
+    return [Prediction(parse_answer(t), text=t) for t in texts]
