@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="buckets in minutes (0.5 ok); default: every length the data has (its clip-length folders, else 1,2,5,10)",
     )
     p.add_argument("--scoring", choices=["logits", "generate"], default="logits")
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        help="tokens per prefill forward (bounds activation memory at any length; default 4096; 0 = no chunking)",
+    )
+    p.add_argument("--max-new-tokens", type=int, help="reply length limit of --scoring generate (default 24)")
     p.add_argument("--max-questions", type=int, default=None, help="stop after this many questions (quick checks)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--attn-implementation", default="auto")
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         temperature=args.temperature,
         lengths=args.lengths,
         scoring=args.scoring,
+        **{k: getattr(args, k) for k in ("max_new_tokens", "prefill_chunk") if getattr(args, k) is not None},
         max_questions=args.max_questions,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "spec": {k: v for k, v in vars(args).items() if k != "no_progress"},
         "skipped_questions": evaluator.skipped_questions,
+        "memory_skipped": {f"{k:g}": v for k, v in evaluator.memory_skipped.items()},
     }
     print(markdown_table(rows), end="")  # first: the results survive a failed write
     for warning in evaluator.empty_buckets(preds):
@@ -115,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: --output {args.output}: results not written ({e.strerror or e})", file=sys.stderr)
         return 1
     print(f"wrote {out}/results.json, results.csv, results.md, predictions.jsonl")
-    return 0
+    for message in evaluator.memory_messages:
+        print(f"evaluate.py: error: {message}", file=sys.stderr)
+    return 1 if evaluator.memory_messages else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cutoffs", type=csv_list(int), default=DEFAULT_CUTOFFS)
     p.add_argument("--temperatures", type=csv_list(float), default=DEFAULT_TEMPERATURES)
     p.add_argument("--max-questions", type=int, default=None)
+    p.add_argument("--prefill-chunk", type=int, help="tokens per prefill forward (default 4096; 0 = no chunking)")
     p.add_argument("--output", required=True)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         original_audio_seconds=args.original_audio_seconds,
         lengths=[args.length],
         max_questions=args.max_questions,
+        **({"prefill_chunk": args.prefill_chunk} if args.prefill_chunk is not None else {}),
     )
     try:
         check_output_dir(args.output)

@@ -9,12 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlat.audio import audio_tokens_for_frames, featurize, load_audio
-from vlat.collate import MCQACollator
-from vlat.evaluation import encode_audio, markdown_table, score_questions
-from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
-from vlat.rope import AudioRopeConfig, apply_audio_rope
-from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_logits
+from vlat.evaluation import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,51 +26,6 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter") / "vlat_default" / "checkpoints" / "last-adapter"
     get_peft_model(base, cfg).save_pretrained(out)
     return out
-
-
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        AudioRopeConfig("vanilla"),
-        AudioRopeConfig("partial_pi", original_audio_tokens=400),
-        AudioRopeConfig("partial_yarn", original_audio_tokens=400, cutoff_dim=3, temperature=1.4),
-        AudioRopeConfig("whole_yarn", original_audio_tokens=400),
-    ],
-    ids=lambda c: c.method,
-)
-def test_shared_prefix_equals_each_question_alone(synth_dir, processor, tiny_model, cfg):
-    rows = [json.loads(x) for x in open(synth_dir / "test.jsonl")]
-    recs = [r for r in rows if r["audio"] == rows[-1]["audio"]]  # the 5 questions of one 75-s recording
-    tok = processor.tokenizer
-    apply_audio_rope(tiny_model, cfg)
-    try:
-        examples = [
-            build_mcqa_example(
-                processor, str(synth_dir / r["audio"]), r["question"], r["choices"], assistant_prefix=LOGITS_PREFIX
-            )
-            for r in recs
-        ]
-        alone = [
-            predict_logits(tiny_model, MCQACollator(tok.pad_token_id, "left")([ex]), option_token_ids(tok))[0]
-            for ex in examples
-        ]
-        feats, fmask = featurize(load_audio(synth_dir / recs[0]["audio"]), processor.feature_extractor)
-        n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
-        parts = [mcqa_prompt_ids(processor, n_audio, r["question"], r["choices"], LOGITS_PREFIX) for r in recs]
-        assert all(p[0] == parts[0][0] for p in parts) and len({tuple(p[1]) for p in parts}) == len(parts)
-        assert all(pre + suf == ex["input_ids"].tolist() for (pre, suf), ex in zip(parts, examples, strict=True))
-        shared = score_questions(
-            tiny_model,
-            parts[0][0],
-            [p[1] for p in parts],
-            encode_audio(tiny_model, feats, fmask),
-            option_token_ids(tok),
-        )
-    finally:
-        apply_audio_rope(tiny_model, AudioRopeConfig("vanilla"))
-    assert [p.choice for p in shared] == [p.choice for p in alone]
-    for s, a in zip(shared, alone, strict=True):
-        assert max(abs(x - y) for x, y in zip(s.probs, a.probs, strict=True)) < 1e-5
 
 
 def evaluate(*args):
@@ -229,3 +179,57 @@ def test_markdown_layout():
     lines = markdown_table(rows).splitlines()
     assert lines[0] == "| model | vanilla · 2 min | vanilla · 10 min | partial_pi · 2 min | partial_pi · 10 min |"
     assert lines[2] == "| vanilla_ft | 50.00 | 50.00 | 50.00 | 50.00 |" and lines[3].startswith("| vlat | 75.00")
+
+
+def evaluate_in_process(*args) -> int:
+    """``evaluate.py``'s main in this process (so a test can stand in for the device)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli.main(["--no-progress", *map(str, args)])
+
+
+@pytest.mark.parametrize("how", ["planned", "oom"])
+def test_bucket_beyond_memory_is_skipped_in_one_line(how, tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys):
+    """A device with room for the 30-s recordings only: the 75-s bucket is refused before it runs (the plan) or
+    when it runs out of memory midway (a recording's first method scored, its second out of memory); either way one
+    line says so, the finished bucket's results are written whole, nothing of the failed bucket is, exit 1."""
+    from transformers import AutoConfig
+
+    from vlat.evaluation import runner
+    from vlat.evaluation.memory import recording_need
+    from vlat.rope import current_config
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    between = recording_need(config, 4, 1500, 500, 4096, 2).total  # 30 s: 1,483 tokens, 1 window; 75 s: 2,611, 3
+    if how == "planned":
+        monkeypatch.setattr(runner, "available_bytes", lambda device: between)
+    else:
+        real = runner.score_questions
+
+        def score(model, prefix, *a, **kw):
+            if len(prefix) > 1000 and current_config(model).method == "partial_pi":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+            return real(model, prefix, *a, **kw)
+
+        monkeypatch.setattr(runner, "score_questions", score)
+    out = tmp_path / "eval"
+    common = ["--model", tiny_model_dir, "--data", synth_dir, "--lengths", "0.5,1.25", "--original-audio-seconds", 20]
+    rc = evaluate_in_process(*common, "--methods", "vanilla,partial_pi", "--output", out)
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = [x for x in err.splitlines() if "1.25-min bucket" in x]
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error: the 1.25-min bucket")
+    assert ("free on cpu" if how == "planned" else "ran out of memory") in lines[0]
+    data = json.loads((out / "results.json").read_text())
+    test_rows = [json.loads(x) for x in open(synth_dir / "test.jsonl")]
+    short = sum(r["duration"] == 30.0 for r in test_rows)
+    assert {(r["method"], r["length_min"], r["questions"]) for r in data["results"]} == {
+        ("vanilla", 0.5, short),
+        ("partial_pi", 0.5, short),
+    }
+    assert data["memory_skipped"] == {"1.25": len(test_rows) - short}
+    preds = [json.loads(x) for x in open(out / "predictions.jsonl")]
+    assert {p["length"] for p in preds} == {0.5}

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from vlat.evaluation.report import write_outputs
-from vlat.evaluation.runner import EvalSpec, Evaluator
+from vlat.evaluation.runner import EvalInputError, EvalSpec, Evaluator
 from vlat.io import published_files, write_json_atomic
 
 STRATEGIES = ["default", "dense", "very_dense", "limited", "fixed", "vanilla"]  # "vanilla" = vanilla fine-tuning
@@ -90,7 +90,10 @@ def evaluate_run(spec: EvalSpec, adapter: Path, label: str, run_dir: Path) -> li
     cached = run_dir / "eval" / "results.json"
     if not cached.exists():
         spec = EvalSpec(**{**spec.__dict__, "adapters": [f"{label}={adapter}"]})
-        preds, rows = Evaluator(spec).run(progress=False)
+        evaluator = Evaluator(spec)
+        preds, rows = evaluator.run(progress=False)
+        if evaluator.memory_messages:  # a partial table would pass for a whole one
+            raise EvalInputError(f"evaluating {label}: {evaluator.memory_messages[0]}")
         write_outputs(run_dir / "eval", rows, preds, {"adapter": str(adapter)})
     return json.loads(cached.read_text())["results"]
 

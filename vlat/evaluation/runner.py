@@ -16,16 +16,22 @@ from tqdm.auto import tqdm
 
 from vlat.audio import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens
 from vlat.checkpointing import adapter_dir_for, adapter_files
-from vlat.collate import MCQACollator
 from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
 from vlat.errors import BadSampleError, ConfigError
-from vlat.evaluation.prefix import encode_audio, score_questions
+from vlat.evaluation.memory import available_bytes, recording_need, size
+from vlat.evaluation.prefix import (
+    DEFAULT_PREFILL_CHUNK,
+    encode_audio,
+    generate_answers,
+    packs_questions,
+    score_questions,
+)
 from vlat.model_loading import check_model_source, load_model, load_processor, text_head_dim
-from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
-from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
-from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate
+from vlat.prompts import mcqa_prompt_ids
+from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, find_audio_model, warn_if_beyond_context
+from vlat.scoring import LOGITS_PREFIX, option_token_ids
 
 
 class EvalInputError(ConfigError):
@@ -44,6 +50,8 @@ class EvalSpec:
     temperature: float = 1.0
     lengths: list[float] | None = None  # None: every length the data has
     scoring: str = "logits"
+    max_new_tokens: int = 24  # generate scoring
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # tokens per prefill forward; 0 = the whole prefix at once
     max_questions: int | None = None
     dtype: str = "auto"
     attn_implementation: str = "auto"
@@ -160,6 +168,10 @@ def validate(spec: EvalSpec) -> None:
         raise EvalInputError(f"--scoring: {spec.scoring!r} is not logits or generate")
     if spec.lengths is not None and (not spec.lengths or any(not x > 0 for x in spec.lengths)):
         raise EvalInputError(f"--lengths: {spec.lengths} must be positive minutes")
+    if not (isinstance(spec.max_new_tokens, int) and spec.max_new_tokens >= 1):
+        raise EvalInputError(f"--max-new-tokens: {spec.max_new_tokens!r} must be an integer >= 1")
+    if not (isinstance(spec.prefill_chunk, int) and spec.prefill_chunk >= 0):
+        raise EvalInputError(f"--prefill-chunk: {spec.prefill_chunk!r} must be an integer >= 0 (0 = no chunking)")
     if not spec.original_audio_seconds > 0:
         raise EvalInputError(f"--original-audio-seconds: {spec.original_audio_seconds} must be > 0")
     try:
@@ -231,9 +243,12 @@ class Evaluator:
                 return
 
     def run(self, progress: bool = True) -> tuple[list[dict], list[dict]]:
-        """Returns (per-question predictions, aggregated rows)."""
+        """Returns (per-question predictions, aggregated rows). A length bucket that does not fit in the device's
+        memory is skipped whole, said in one line (``memory_skipped``); the other buckets go on."""
         spec, preds = self.spec, []
-        skipped = 0
+        self.unreadable = 0
+        self.memory_skipped: dict[float, int] = {}
+        self.memory_messages: list[str] = []
         total = self.source.num_rows if spec.max_questions is None else min(spec.max_questions, self.source.num_rows)
         bar = tqdm(total=total, unit="q", desc="evaluate", disable=not progress)
 
@@ -242,41 +257,110 @@ class Evaluator:
             bar.update(n)
 
         for recs in self.recordings(on_skip):
-            first = recs[0]
-            try:
-                wav = load_audio(first.audio, self.processor.feature_extractor.sampling_rate, name=first.id)
-            except BadSampleError as e:
-                skipped += len(recs)
-                bar.write(f"skipping {e}")
-                bar.update(len(recs))
-                continue
-            feats, fmask = featurize(wav, self.processor.feature_extractor)
-            n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
-            bucket = nearest_bucket(first.duration, self.grid)
-            embeds = encode_audio(self.model, feats, fmask) if spec.scoring == "logits" else None
-            for variant in self._variants():
-                for method in spec.methods:
-                    apply_audio_rope(self.model, rope_config(method, spec, self.tokens))
-                    choices = self._score(recs, wav, n_audio, embeds)
-                    for rec, (choice, text) in zip(recs, choices, strict=True):
-                        preds.append(
-                            {
-                                "adapter": variant,
-                                "method": method,
-                                "length": bucket,
-                                "id": rec.id,
-                                "answer": rec.answer,
-                                "prediction": choice,
-                                "correct": choice == rec.answer,
-                                "unparsable": choice is None,
-                                "audio_tokens": n_audio,
-                                "reply": text,
-                            }
-                        )
+            preds += self._evaluate(recs, bar)
             bar.update(len(recs))
         bar.close()
-        self.skipped_questions = skipped + self.bad_rows
+        self.skipped_questions = self.unreadable + self.bad_rows
         return preds, aggregate(preds)
+
+    def _evaluate(self, recs: list[Record], bar) -> list[dict]:
+        """One recording's predictions; none when its audio is unreadable or its bucket does not fit in memory."""
+        first = recs[0]
+        bucket = nearest_bucket(first.duration, self.grid)
+        if bucket in self.memory_skipped:
+            self.memory_skipped[bucket] += len(recs)
+            return []
+        try:
+            wav = load_audio(first.audio, self.processor.feature_extractor.sampling_rate, name=first.id)
+        except BadSampleError as e:
+            self.unreadable += len(recs)
+            bar.write(f"skipping {e}")
+            return []
+        feats, fmask = featurize(wav, self.processor.feature_extractor)
+        n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
+        prefix, suffixes = self._prompt(recs, n_audio)
+        need = self.memory_need(len(prefix), [len(s) for s in suffixes], len(feats))
+        free = available_bytes(self.device)
+        if need.total > free:
+            self._skip_bucket(bucket, len(recs), f"needs {need.describe()}, {size(free)} free", bar)
+            return []
+        try:
+            return self._recording(recs, prefix, suffixes, feats, fmask, n_audio, bucket)
+        except torch.OutOfMemoryError as e:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            msg = str(e).strip().splitlines()[0][:160]
+            self._skip_bucket(bucket, len(recs), f"ran out of memory ({msg}; planned {need.describe()})", bar)
+            return []
+
+    def memory_need(self, prefix_tokens: int, suffix_tokens: list[int], windows: int):
+        """What one recording needs beyond the weights (:mod:`vlat.evaluation.memory`)."""
+        per_question = [n + (self.spec.max_new_tokens if self.spec.scoring == "generate" else 0) for n in suffix_tokens]
+        reserved = sum(per_question) if packs_questions(self.model) else max(per_question)
+        lm = find_audio_model(self.model).language_model
+        return recording_need(
+            find_audio_model(self.model).config,
+            lm.embed_tokens.weight.element_size(),
+            prefix_tokens,
+            reserved,
+            self.spec.prefill_chunk,
+            windows,
+            lm.config._attn_implementation,
+        )
+
+    def _skip_bucket(self, bucket: float, questions: int, why: str, bar) -> None:
+        message = f"the {bucket:g}-min bucket {why} on {self.device}: its questions are skipped, other buckets go on"
+        self.memory_skipped[bucket] = self.memory_skipped.get(bucket, 0) + questions
+        self.memory_messages.append(message)
+        bar.write(f"evaluate: {message}")
+
+    def _prompt(self, recs: list[Record], n_audio: int) -> tuple[list[int], list[list[int]]]:
+        """The recording's shared prefix and each question's suffix (logits scoring ends them in ``(``)."""
+        opener = LOGITS_PREFIX if self.spec.scoring == "logits" else ""
+        parts = [mcqa_prompt_ids(self.processor, n_audio, r.question, r.options, opener) for r in recs]
+        return parts[0][0], [p[1] for p in parts]
+
+    def _recording(self, recs, prefix, suffixes, feats, fmask, n_audio: int, bucket: float) -> list[dict]:
+        """Every (adapter, method) prediction of one recording's questions; all or none (an error loses none)."""
+        spec, out = self.spec, []
+        embeds = encode_audio(self.model, feats, fmask)
+        for variant in self._variants():
+            for method in spec.methods:
+                apply_audio_rope(self.model, rope_config(method, spec, self.tokens))
+                if method not in self._warned_methods:
+                    ids = torch.tensor([prefix])
+                    if warn_if_beyond_context(self.model, ids, torch.ones_like(ids)):
+                        self._warned_methods.add(method)  # once per method is enough
+                if spec.scoring == "logits":
+                    answers = score_questions(
+                        self.model, prefix, suffixes, embeds, self.option_ids, prefill_chunk=spec.prefill_chunk
+                    )
+                else:
+                    answers = generate_answers(
+                        self.model,
+                        self.processor.tokenizer,
+                        prefix,
+                        suffixes,
+                        embeds,
+                        max_new_tokens=spec.max_new_tokens,
+                        prefill_chunk=spec.prefill_chunk,
+                    )
+                for rec, answer in zip(recs, answers, strict=True):
+                    out.append(
+                        {
+                            "adapter": variant,
+                            "method": method,
+                            "length": bucket,
+                            "id": rec.id,
+                            "answer": rec.answer,
+                            "prediction": answer.choice,
+                            "correct": answer.choice == rec.answer,
+                            "unparsable": answer.choice is None,
+                            "audio_tokens": n_audio,
+                            "reply": answer.text,
+                        }
+                    )
+        return out
 
     def empty_buckets(self, preds: list[dict]) -> list[str]:
         """Warnings for requested length buckets that received no question (and why, when ``max_questions`` did it)."""
@@ -284,25 +368,8 @@ class Evaluator:
         wanted = self.spec.lengths if self.spec.lengths is not None else self.grid
         capped = self.spec.max_questions is not None and len({p["id"] for p in preds}) >= self.spec.max_questions
         why = f"--max-questions {self.spec.max_questions} was reached first" if capped else "no recording is nearest it"
-        return [f"the {b:g}-min bucket received no question ({why})" for b in wanted if b not in seen]
-
-    def _score(self, recs: list[Record], wav, n_audio: int, embeds) -> list[tuple[int | None, str]]:
-        proc = self.processor
-        if self.spec.scoring == "logits":
-            parts = [mcqa_prompt_ids(proc, n_audio, r.question, r.options, LOGITS_PREFIX) for r in recs]
-            prefix = parts[0][0]
-            method = current_config(self.model).method
-            if method not in self._warned_methods:
-                ids = torch.tensor([prefix])
-                if warn_if_beyond_context(self.model, ids, torch.ones_like(ids)):
-                    self._warned_methods.add(method)  # once per method is enough
-            out = score_questions(self.model, prefix, [p[1] for p in parts], embeds, self.option_ids)
-            return [(p.choice, "") for p in out]
-        examples = [build_mcqa_example(proc, wav, r.question, r.options, name=r.id) for r in recs]
-        batch = MCQACollator(proc.tokenizer.pad_token_id, "left")(examples)
-        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        out = predict_generate(self.model, proc.tokenizer, batch)
-        return [(p.choice, p.text) for p in out]
+        skipped = getattr(self, "memory_skipped", {})  # said already, in their own line
+        return [f"the {b:g}-min bucket received no question ({why})" for b in wanted if b not in seen | set(skipped)]
 
 
 def aggregate(preds: list[dict]) -> list[dict]:

@@ -58,7 +58,9 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         for i, c in enumerate(cutoffs):
             for j, t in enumerate(temperatures):
                 apply_audio_rope(ev.model, AudioRopeConfig("partial_yarn", ev.tokens, cutoff_dim=c, temperature=t))
-                preds = score_questions(ev.model, parts[0][0], [p[1] for p in parts], embeds, ev.option_ids)
+                preds = score_questions(
+                    ev.model, parts[0][0], [p[1] for p in parts], embeds, ev.option_ids, ev.spec.prefill_chunk
+                )
                 correct[i, j] += sum(p.choice == r.answer for p, r in zip(preds, recs, strict=True))
         total += len(recs)
     if total + skipped == 0:
