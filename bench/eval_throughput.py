@@ -1,13 +1,17 @@
-"""Evaluation throughput of Qwen2-Audio-7B on one GPU: questions per second, logits scoring with prefix reuse.
+"""Evaluation throughput of Qwen2-Audio-7B on one GPU: questions per second, with and without prefix reuse.
 
 The full-size architecture with random bf16 weights, built directly on the GPU (see ``bench/train_step.py``).
-Per recording, what ``evaluate.py`` runs: the audio encoded once (``encode_audio``), the prompt prefix prefilled
-once (no logits), the recording's questions scored as one batch on the cached prefix (``score_questions``), Partial
-PI RoPE. Inputs: ``minutes`` of audio (random log-mel features, 25 tokens/s) after 20 prompt tokens, 140 tokens per
-question. Feature extraction is left out (``bench/featurize.py`` measures it: it is off the GPU).
+Per recording, what ``evaluate.py`` runs (logits scoring, Partial PI): the audio encoded once (``encode_audio``),
+the prompt prefix prefilled once in ``--prefill-chunk`` chunks (no logits), the recording's questions packed on
+the one cached prefix (``score_questions``). Side by side, the no-reuse baseline: every question encodes the audio
+and prefills the prefix again, then scores its own suffix (same kernels, same chunking: the ratio is what reuse
+buys). Inputs: ``minutes`` of audio (random log-mel features, 25 tokens/s) after 20 prompt tokens, 140 tokens per
+question. Feature extraction is left out (``bench/featurize.py`` measures it: it is off the GPU). Out of memory
+is recorded as such, per path and length; each path's peak memory is measured on its own.
 
-    python bench/eval_throughput.py                # CUDA: 2/5/10 min, 5 questions per recording
-    python bench/eval_throughput.py --tiny         # CPU smoke run on the tiny model
+    python bench/eval_throughput.py                         # CUDA: 2/10/20/30/60 min, 5 questions per recording
+    python bench/eval_throughput.py --minutes 60 --tag 60min
+    python bench/eval_throughput.py --tiny                  # CPU smoke run on the tiny model
 """
 
 from __future__ import annotations
@@ -36,13 +40,13 @@ from common import (  # noqa: E402
 )
 from flops import Arch, mfu, prefix_eval_flops  # noqa: E402
 
-from vlat.evaluation import encode_audio, score_questions  # noqa: E402
+from vlat.evaluation.prefix import DEFAULT_PREFILL_CHUNK, encode_audio, score_questions  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
 OPTION_IDS = [49, 50, 51, 52]  # any four ordinary token ids: the cost does not depend on which
 
 
-def measure(model, minutes: float, questions: int, rounds: int, device, peak: float) -> dict:
+def measure(model, minutes: float, questions: int, rounds: int, reuse: bool, chunk: int, peak: float) -> dict:
     ex = synthetic_example(model.config.audio_token_index, minutes * 60)
     ids = ex["input_ids"].tolist()
     prefix, suffix = ids[: len(ids) - TEXT_SUFFIX], ids[len(ids) - TEXT_SUFFIX :]
@@ -50,16 +54,25 @@ def measure(model, minutes: float, questions: int, rounds: int, device, peak: fl
     feats, fmask = ex["input_features"], ex["feature_attention_mask"]
 
     def recording():
-        embeds = encode_audio(model, feats, fmask)
-        return score_questions(model, prefix, suffixes, embeds, OPTION_IDS)
+        if reuse:
+            embeds = encode_audio(model, feats, fmask)
+            return score_questions(model, prefix, suffixes, embeds, OPTION_IDS, prefill_chunk=chunk)
+        return [  # no reuse: each question from scratch
+            score_questions(model, prefix, [s], encode_audio(model, feats, fmask), OPTION_IDS, prefill_chunk=chunk)
+            for s in suffixes
+        ]
 
-    result: dict = {"minutes": minutes, "questions": questions, "audio_tokens": ex["audio_tokens"]}
+    result: dict = {"minutes": minutes, "questions": questions, "reuse": reuse, "audio_tokens": ex["audio_tokens"]}
     try:
         free_memory()
         recording()  # warm-up
         times = [timed(recording) for _ in range(rounds)]
         per_recording = median(times)
-        flops = prefix_eval_flops(Arch.from_config(model.config), len(prefix), len(fmask), [len(s) for s in suffixes])
+        arch, lens = Arch.from_config(model.config), [len(s) for s in suffixes]
+        if reuse:
+            flops = prefix_eval_flops(arch, len(prefix), len(fmask), lens, chunk=chunk)
+        else:
+            flops = sum(prefix_eval_flops(arch, len(prefix), len(fmask), [n], chunk=chunk) for n in lens)
         result.update(
             oom=False,
             prefix_tokens=len(prefix),
@@ -71,7 +84,7 @@ def measure(model, minutes: float, questions: int, rounds: int, device, peak: fl
             mfu=mfu(flops, per_recording, peak),
             peak_memory_gib=peak_memory_gib(),
         )
-    except torch.cuda.OutOfMemoryError as e:
+    except torch.OutOfMemoryError as e:
         result.update(oom=True, error=str(e).splitlines()[0])
     finally:
         free_memory()
@@ -83,8 +96,10 @@ def main() -> None:
     add_full_size_args(ap)
     ap.add_argument("--questions", type=int, default=5, help="questions per recording (YODAS2-MCQA: 5)")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK, help="tokens per prefill forward")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny model, 30 s and 1 min, 2 rounds")
+    ap.set_defaults(minutes=[2.0, 10.0, 20.0, 30.0, 60.0])
     args = ap.parse_args()
     if args.tiny:
         args.size, args.minutes, args.rounds = "tiny", [0.5, 1.0], 2
@@ -93,17 +108,36 @@ def main() -> None:
     apply_audio_rope(model, AudioRopeConfig("partial_pi", original_audio_tokens=750))
     results = []
     for minutes in args.minutes:
-        res = measure(model, minutes, args.questions, args.rounds, device, peak)
-        results.append(res)
-        if res["oom"]:
-            print(f"{minutes:g} min: out of memory", flush=True)
-        else:
+        pair = {}
+        for reuse in (True, False):
+            res = measure(model, minutes, args.questions, args.rounds, reuse, args.prefill_chunk, peak)
+            results.append(res)
+            pair[reuse] = res
+            name = "reuse" if reuse else "no reuse"
+            if res["oom"]:
+                print(f"{minutes:g} min, {name}: out of memory", flush=True)
+                continue
             print(
-                f"{minutes:g} min: {res['questions_per_s']:.2f} questions/s, {res['median_seconds_per_recording']:.3f} "
-                f"s/recording, peak {gib_text(res['peak_memory_gib'])}, MFU {res['mfu']:.1%}",
+                f"{minutes:g} min, {name}: {res['questions_per_s']:.2f} questions/s, "
+                f"{res['median_seconds_per_recording']:.3f} s/recording, peak {gib_text(res['peak_memory_gib'])}, "
+                f"MFU {res['mfu']:.1%}",
                 flush=True,
             )
-    headline = {f"questions_per_s/{r['minutes']:g}min": r["questions_per_s"] for r in results if not r["oom"]}
+        if not (pair[True]["oom"] or pair[False]["oom"]):
+            pair[True]["speedup_vs_no_reuse"] = pair[True]["questions_per_s"] / pair[False]["questions_per_s"]
+            print(f"{minutes:g} min: reuse is {pair[True]['speedup_vs_no_reuse']:.2f}x no reuse", flush=True)
+    headline = {
+        f"questions_per_s/{r['minutes']:g}min{'' if r['reuse'] else '/no_reuse'}": r["questions_per_s"]
+        for r in results
+        if not r["oom"]
+    }
+    headline.update(
+        {
+            f"speedup_vs_no_reuse/{r['minutes']:g}min": r["speedup_vs_no_reuse"]
+            for r in results
+            if "speedup_vs_no_reuse" in r
+        }
+    )
     write_results(
         results_name("eval_throughput", args),
         {
@@ -113,6 +147,7 @@ def main() -> None:
             "attn": args.attn,
             "matmul_peak_flops": peak,
             "text_tokens": {"prefix": TEXT_PREFIX, "per_question": TEXT_SUFFIX},
+            "prefill_chunk": args.prefill_chunk,
             "runs": results,
         },
         headline,

@@ -36,7 +36,10 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
         ("dataloader.py", ["audio_s_per_s/1w", "audio_s_per_s/2w", "speedup_2w_vs_1w"]),
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
-        ("eval_throughput.py", ["questions_per_s/0.5min", "questions_per_s/1min"]),
+        (
+            "eval_throughput.py",
+            ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],
+        ),
     ],
 )
 def test_bench_script_tiny(tmp_path, script, keys):
