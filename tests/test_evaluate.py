@@ -119,7 +119,7 @@ def test_yaml_config_and_generate_scoring(tmp_path, tiny_model_dir, synth_dir):
     conf = tmp_path / "eval.yaml"
     conf.write_text(
         f"model: {tiny_model_dir}\ndata: {synth_dir}\nmethods: partial_yarn\ncutoff_dim: 2\n"
-        f"temperature: 1.2\nlengths: [0.5, 1.25]\nscoring: generate\nmax_questions: 5\n"
+        f"temperature: 1.2\nlengths: [0.5, 1.25]\nscoring: generate\nmax_questions: 5\nprefill_chunk: 300\n"
         f"output: {tmp_path / 'out'}\n"
     )
     res = evaluate("--config", conf)
@@ -133,7 +133,7 @@ def _untouched(out):
     return (out / "results.json").read_text() == "old results\n"
 
 
-@pytest.mark.parametrize("case", ["missing_adapter", "other_base", "no_columns", "bad_method"])
+@pytest.mark.parametrize("case", ["missing_adapter", "other_base", "no_columns", "bad_method", "bad_chunk"])
 def test_bad_input_one_line_and_output_untouched(case, tmp_path, tiny_model_dir, synth_dir, adapter_dir):
     out = tmp_path / "eval"
     out.mkdir()
@@ -159,6 +159,9 @@ def test_bad_input_one_line_and_output_untouched(case, tmp_path, tiny_model_dir,
         (tmp_path / "d" / "test.jsonl").write_text(json.dumps({"id": 1, "audio": "x.wav", "text": "hi"}) + "\n")
         args[3] = tmp_path / "d"
         expect = "no known MCQA layout"
+    elif case == "bad_chunk":
+        args += ["--prefill-chunk", "-5"]
+        expect = "--prefill-chunk"
     else:
         args += ["--methods", "vanilla,yarn"]
         expect = "--methods"
