@@ -1,4 +1,5 @@
-"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing synth-data DIR --durations 30,60,120
+"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing full-model DIR [--layers N]`` /
+``python -m vlat.testing synth-data DIR --durations 30,60,120
 [--layout yodas2]`` / ``python -m vlat.testing smoke [DIR]``."""
 
 from __future__ import annotations
@@ -36,12 +37,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     sd.add_argument("--shards", type=int, default=SynthConfig.shards, help="yodas2: shards per split and length")
     sd.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
+    fm = sub.add_parser("full-model", help="write a random checkpoint of the full Qwen2-Audio-7B widths (offline runs)")
+    fm.add_argument("dir")
+    fm.add_argument("--layers", type=int, help="language-model layers (default 32, the published depth)")
+    fm.add_argument("--audio-layers", type=int, help="audio-encoder layers (default 32)")
+    fm.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    fm.add_argument("--seed", type=int, default=0)
     sm = sub.add_parser("smoke", help="write DIR/tiny-model and DIR/synth-data (what configs/smoke.yaml uses)")
     sm.add_argument("dir", nargs="?", default=".smoke")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "smoke":
             out = write_smoke_fixtures(args.dir)
+        elif args.cmd == "full-model":
+            import torch
+
+            from vlat.testing.full_size import write_full_model
+
+            for name in ("layers", "audio_layers"):
+                if getattr(args, name) is not None and getattr(args, name) < 1:
+                    raise ValueError(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
+            dtype = getattr(torch, args.dtype)
+            out = write_full_model(args.dir, args.layers, args.audio_layers, dtype, args.seed)
         elif args.cmd == "tiny-model":
             out = write_tiny_model(args.dir, TinyModelConfig(seed=args.seed))
         else:

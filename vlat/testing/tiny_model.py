@@ -61,14 +61,29 @@ class TinyModelConfig:
     seed: int = 0
 
 
-def build_tokenizer():
-    """A byte-level BPE Qwen2 tokenizer (256 byte tokens, no merges) plus the Qwen2-Audio special tokens."""
+# Qwen2-Audio-7B's ids of its special tokens (the published tokenizer's layout).
+REAL_SPECIAL_IDS = {
+    "<|endoftext|>": 151643,
+    "<|im_start|>": 151644,
+    "<|im_end|>": 151645,
+    "<|AUDIO|>": 151646,
+    "<|audio_bos|>": 151647,
+    "<|audio_eos|>": 151648,
+}
+
+
+def build_tokenizer(special_ids: dict[str, int] | None = None):
+    """A byte-level BPE Qwen2 tokenizer (256 byte tokens, no merges) plus the Qwen2-Audio special tokens: right after
+    the bytes, or at ``special_ids`` (e.g. :data:`REAL_SPECIAL_IDS`; the ids between are unused placeholders)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import Qwen2Tokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_chars = bytes_to_unicode()
     vocab = {byte_chars[b]: i for i, b in enumerate(sorted(byte_chars))}
+    if special_ids:
+        vocab |= {f"<|unused_{i}|>": i for i in range(len(vocab), min(special_ids.values()))}
+        vocab |= special_ids
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()

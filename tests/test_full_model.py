@@ -1,0 +1,72 @@
+"""``python -m vlat.testing full-model``: a random checkpoint at the published widths that train.py and evaluate.py
+load as they load Qwen/Qwen2-Audio-7B-Instruct (one layer deep here, to fit CI: ~3 GB on disk)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from test_train import ROOT, train, write_config
+from transformers import AutoConfig, AutoProcessor
+
+from vlat.testing.full_size import qwen2_audio_7b_config
+from vlat.testing.tiny_model import REAL_SPECIAL_IDS
+
+
+def test_full_model_is_the_published_layout_and_runs_train_and_evaluate(tmp_path, synth_dir):
+    model = tmp_path / "full"
+    res = subprocess.run(
+        [sys.executable, "-m", "vlat.testing", "full-model", str(model), "--layers", "1", "--audio-layers", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    config, want = AutoConfig.from_pretrained(model), qwen2_audio_7b_config(1, 1)
+    for part in ("text_config", "audio_config"):
+        got, ref = getattr(config, part).to_dict(), getattr(want, part).to_dict()
+        assert {k: got[k] for k in ref if k not in ("dtype", "torch_dtype")} == {
+            k: v for k, v in ref.items() if k not in ("dtype", "torch_dtype")
+        }
+    assert config.audio_token_index == 151646
+    processor = AutoProcessor.from_pretrained(model)
+    tok = processor.tokenizer
+    assert {t: tok.convert_tokens_to_ids(t) for t in REAL_SPECIAL_IDS} == REAL_SPECIAL_IDS
+    assert (tok.eos_token_id, tok.pad_token_id) == (151645, 151643)
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": "x"}, {"type": "text", "text": "Hi?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    audio = np.zeros(16000 * 30, dtype=np.float32)
+    ids = processor(text=text, audio=[audio], sampling_rate=16000, return_tensors="pt")["input_ids"]
+    assert int((ids == 151646).sum()) == 750
+
+    cfg, run = write_config(
+        tmp_path, model, synth_dir, **{"trainer.max_steps": 1, "data.batch_size": 1, "data.val_split": None}
+    )
+    train(cfg)
+    adapter = run / "checkpoints" / "last.ckpt"
+    assert adapter.is_file()
+    out = tmp_path / "eval"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "--model",
+            str(model),
+            "--adapter",
+            str(adapter),
+            "--data",
+            str(synth_dir),
+            "--max-questions",
+            "2",
+            "--lengths",
+            "0.5,1.25",
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert sum(r["questions"] for r in results if r["method"] == "vanilla") == 2
