@@ -12,8 +12,17 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from vlat.activation_checkpointing import (
+    CheckpointPolicy,
+    kept_bytes_per_token,
+    layer_mask,
+    layers_to_checkpoint,
+    policy_of,
+    set_checkpointed_layers,
+)
 from vlat.audio import seconds_to_tokens
 from vlat.collate import padded_fraction
+from vlat.device_memory import GIB, available_bytes
 from vlat.errors import REASONS, ConfigError
 from vlat.lm_head import answer_loss
 from vlat.model_loading import (
@@ -28,7 +37,14 @@ from vlat.model_loading import (
     text_head_dim,
 )
 from vlat.prompts import N_OPTIONS
-from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, current_config, warn_if_beyond_context
+from vlat.rope import (
+    METHODS,
+    AudioRopeConfig,
+    apply_audio_rope,
+    current_config,
+    find_audio_model,
+    warn_if_beyond_context,
+)
 from vlat.scoring import option_token_ids, predict_logits
 
 log = logging.getLogger("vlat")
@@ -48,7 +64,11 @@ class VLATModule(L.LightningModule):
             ``whole_pi``, ``whole_yarn``); VLAT needs a partial method.
         original_audio_seconds: the familiar audio window in seconds (30 s = 750 tokens on Qwen2-Audio).
         cutoff_dim, temperature: Partial YaRN settings (only with ``partial_yarn``).
-        gradient_checkpointing: non-reentrant activation checkpointing for long sequences.
+        gradient_checkpointing: non-reentrant activation checkpointing as a policy (``auto``: per batch, the fewest
+            decoder layers that fit the activation budget, none when the batch fits; ``full``; ``selective``: every
+            other layer; ``off``; ``true``/``false`` = full/off). See :mod:`vlat.activation_checkpointing`.
+        activation_memory_gib: the activation budget ``auto`` plans with; default: 90% of the device memory available
+            when training starts.
         learning_rate, weight_decay: AdamW settings (paper: 5e-5).
         max_nonfinite_batches: a batch whose loss is not finite is skipped, counted (``nonfinite_loss``) and its
             samples named; this many in a row stop the run (the model has diverged).
@@ -67,7 +87,8 @@ class VLATModule(L.LightningModule):
         original_audio_seconds: float = 30.0,
         cutoff_dim: int = 0,
         temperature: float = 1.0,
-        gradient_checkpointing: bool = False,
+        gradient_checkpointing: CheckpointPolicy | bool = "auto",
+        activation_memory_gib: float | None = None,
         learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
         max_nonfinite_batches: int = 3,
@@ -90,6 +111,7 @@ class VLATModule(L.LightningModule):
         self._t0 = None
         self._resume_rng = None
         self._nonfinite_run = 0  # consecutive batches with a non-finite loss (this rank)
+        self._activation_budget: float | None = None  # bytes, set at the first training batch (auto policy)
 
     # -- model --------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -187,11 +209,27 @@ class VLATModule(L.LightningModule):
             self._resume_rng = None
         self._t0 = time.perf_counter()
 
+    def _plan_checkpointing(self, batch: dict) -> None:
+        """``auto`` policy: checkpoint the fewest decoder layers that fit this batch in the activation budget."""
+        if policy_of(self.hparams.gradient_checkpointing) != "auto":
+            return
+        layers = find_audio_model(self.model).language_model.layers
+        if self._activation_budget is None:
+            gib = self.hparams.activation_memory_gib
+            self._activation_budget = gib * GIB if gib is not None else 0.9 * available_bytes(self.device)
+        mixed = "mixed" in str(getattr(self.trainer, "precision", ""))
+        nbytes = 2 if mixed else layers[0].input_layernorm.weight.element_size()
+        off, on = kept_bytes_per_token(self.model.config.text_config, nbytes)
+        k = layers_to_checkpoint("auto", len(layers), batch["input_ids"].numel(), off, on, self._activation_budget)
+        set_checkpointed_layers(layers, layer_mask(k, len(layers)))
+        self.log("train/checkpointed_layers", float(k), on_step=True, batch_size=1)
+
     def training_step(self, batch: dict, batch_idx: int):
         self._count_skipped(batch)
         if batch.get("n", 0) == 0:
             self._nonfinite(batch, None)  # collectives: every rank, every step
             return self._no_update()
+        self._plan_checkpointing(batch)
         # without a virtual span no position exceeds the sequence length: check (with a sync) only when it could
         # pass the limit; VLAT's long virtual spans are by design
         if batch["input_ids"].shape[1] > self.max_positions and current_config(self.model).virtual_audio_tokens is None:
@@ -333,6 +371,13 @@ def _check_hparams(hp: dict) -> None:
     if hp["rope_method"] not in METHODS:
         raise ConfigError(f"model.rope_method: {hp['rope_method']!r} is not one of {', '.join(METHODS)}")
     resolve_dtype(hp["dtype"])
+    try:
+        policy_of(hp["gradient_checkpointing"])
+    except ValueError as e:
+        raise ConfigError(f"model.{e}") from None
+    gib = hp["activation_memory_gib"]
+    if gib is not None and not gib > 0:
+        raise ConfigError(f"model.activation_memory_gib: {gib!r} must be > 0 (or null: measured)")
     if hp["attn_implementation"] not in ("auto", "eager", "sdpa", "flash_attention_2"):
         resolve_attn(hp["attn_implementation"])
     check_model_source(hp["model_name_or_path"], "model.model_name_or_path")

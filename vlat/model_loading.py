@@ -100,15 +100,19 @@ def prepare_for_training(
     lora_rank: int = 8,
     lora_alpha: int = 16,
     lora_dropout: float = 0.05,
-    gradient_checkpointing: bool = False,
+    gradient_checkpointing: bool | str = "off",
 ):
-    """Freeze ``model``, add LoRA to its language model and, optionally, non-reentrant activation checkpointing.
+    """Freeze ``model``, add LoRA to its language model and set up activation checkpointing by policy
+    (:mod:`vlat.activation_checkpointing`: ``full`` / ``selective`` set here, ``auto`` per batch by the caller).
 
     What ``VLATModule`` trains (and ``bench/train_step.py`` measures). Returns the PEFT-wrapped model.
     """
+    from vlat.activation_checkpointing import layer_mask, policy_of, set_checkpointed_layers
+
+    policy = policy_of(gradient_checkpointing)
     model.requires_grad_(False)
     model = add_lora(model, lora_targets, lora_rank, lora_alpha, lora_dropout)
-    if gradient_checkpointing:
+    if policy != "off":
         # transformers hooks every input-embedding layer to require grad, the audio tower's conv1 included,
         # which makes the frozen encoder build a full autograd graph. Non-reentrant checkpointing needs no
         # input gradients: drop those hooks so the tower and projector run graph-free (as under no_grad).
@@ -116,4 +120,7 @@ def prepare_for_training(
         base.config.use_cache = False
         base.activation_checkpointing_enable({"use_reentrant": False})
         base.disable_input_require_grads()
+        layers = base.model.language_model.layers
+        k = {"full": len(layers), "selective": len(layers) // 2, "auto": 0}[policy]
+        set_checkpointed_layers(layers, layer_mask(k, len(layers)))
     return model

@@ -14,12 +14,9 @@ working term; the decision uses the device's free memory plus what PyTorch's all
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-import torch
-
-GIB = 1024**3
+from vlat.device_memory import size
 
 
 @dataclass(frozen=True)
@@ -37,11 +34,6 @@ class MemoryNeed:
             f"{size(self.total)} (KV cache {size(self.kv_cache)} for {self.tokens:,} tokens "
             f"+ {size(self.working)} working memory)"
         )
-
-
-def size(n: int) -> str:
-    """Bytes as GiB, or MiB below a tenth of one."""
-    return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
 
 
 def kv_bytes_per_token(text_config, dtype_bytes: int) -> int:
@@ -75,19 +67,3 @@ def recording_need(
     if eager:
         tower += w * audio.encoder_attention_heads * frames * frames * (2 * dtype_bytes + 4)
     return MemoryNeed(tokens, kv, max(layer, tower) + 2 * prefix_tokens * h * dtype_bytes)
-
-
-def available_bytes(device: torch.device) -> int:
-    """Memory a new allocation can get: free device memory plus the allocator's cached, unused blocks (CUDA);
-    ``MemAvailable`` on the host (CPU)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -19,8 +19,9 @@ from vlat.checkpointing import adapter_dir_for, adapter_files
 from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
+from vlat.device_memory import available_bytes, size
 from vlat.errors import BadSampleError, ConfigError
-from vlat.evaluation.memory import available_bytes, recording_need, size
+from vlat.evaluation.memory import recording_need
 from vlat.evaluation.prefix import (
     DEFAULT_PREFILL_CHUNK,
     encode_audio,
