@@ -323,6 +323,12 @@ def test_evaluate_prints_the_table_when_the_output_cannot_be_written(
         ({"model.model_name_or_path": "tests/no-such-model"}, "tests/no-such-model: no such directory"),
         ({"data.source": "tests/no-such-data"}, "tests/no-such-data: no such file or directory"),
         ({"data.max_audio_seconds": 0}, "data.max_audio_seconds: 0.0 must be > 0"),
+        ({"model.activation_memory_gib": -1}, "model.activation_memory_gib: -1.0 must be > 0"),
+        pytest.param(
+            {"model.fused_kernels": "on"},
+            "model.fused_kernels: on needs a CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only machines refuse fused kernels"),
+        ),
     ],
     ids=[
         "cutoff_dim",
@@ -334,6 +340,8 @@ def test_evaluate_prints_the_table_when_the_output_cannot_be_written(
         "missing_model",
         "missing_data",
         "max_audio_seconds",
+        "activation_memory",
+        "fused_kernels_on_cpu",
     ],
 )
 def test_config_mistakes_fail_in_one_line_before_the_model_loads(

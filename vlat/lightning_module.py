@@ -24,6 +24,8 @@ from vlat.audio import seconds_to_tokens
 from vlat.collate import padded_fraction
 from vlat.device_memory import GIB, available_bytes
 from vlat.errors import REASONS, ConfigError
+from vlat.fused_kernels import FusedKernels, apply_fused_kernels, use_fused_kernels
+from vlat.fused_kernels import available as fused_kernels_installed
 from vlat.lm_head import answer_loss
 from vlat.model_loading import (
     LoraTargets,
@@ -67,6 +69,8 @@ class VLATModule(L.LightningModule):
         gradient_checkpointing: non-reentrant activation checkpointing as a policy (``auto``: per batch, the fewest
             decoder layers that fit the activation budget, none when the batch fits; ``full``; ``selective``: every
             other layer; ``off``; ``true``/``false`` = full/off). See :mod:`vlat.activation_checkpointing`.
+        fused_kernels: ``auto`` (Liger-Kernel's fused RMSNorm / SwiGLU / rotary on CUDA when installed, the ``fast``
+            extra), ``on`` (required) or ``off``; never on CPU. See :mod:`vlat.fused_kernels`.
         activation_memory_gib: the activation budget ``auto`` plans with; default: 90% of the device memory available
             when training starts.
         learning_rate, weight_decay: AdamW settings (paper: 5e-5).
@@ -89,6 +93,7 @@ class VLATModule(L.LightningModule):
         temperature: float = 1.0,
         gradient_checkpointing: CheckpointPolicy | bool = "auto",
         activation_memory_gib: float | None = None,
+        fused_kernels: FusedKernels = "auto",
         learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
         max_nonfinite_batches: int = 3,
@@ -134,10 +139,22 @@ class VLATModule(L.LightningModule):
             temperature=hp.temperature,
         )
         self.model = apply_audio_rope(model, rope)
+        cuda = self._device_type() == "cuda"
+        if use_fused_kernels(hp.fused_kernels, cuda, fused_kernels_installed()):
+            apply_fused_kernels(find_audio_model(self.model).language_model)
+            rank_zero_info("[vlat] fused kernels (Liger) on the language model: RMSNorm, SwiGLU, rotary")
         self.model.train()  # LoRA dropout active; the frozen audio tower has no dropout (rate 0)
         self.audio_token_id = model.config.audio_token_index
         self.max_positions = model.config.text_config.max_position_embeddings
         self.option_ids = option_token_ids(self.processor.tokenizer)
+
+    def _device_type(self) -> str:
+        trainer = self._trainer
+        return (
+            trainer.strategy.root_device.type
+            if trainer is not None
+            else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
 
     def on_fit_start(self) -> None:
         # mixed precision: LoRA computes in the activation dtype (no fp32 copies of its inputs); held for the whole
@@ -375,6 +392,7 @@ def _check_hparams(hp: dict) -> None:
         policy_of(hp["gradient_checkpointing"])
     except ValueError as e:
         raise ConfigError(f"model.{e}") from None
+    use_fused_kernels(hp["fused_kernels"], torch.cuda.is_available(), fused_kernels_installed())
     gib = hp["activation_memory_gib"]
     if gib is not None and not gib > 0:
         raise ConfigError(f"model.activation_memory_gib: {gib!r} must be > 0 (or null: measured)")
