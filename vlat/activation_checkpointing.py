@@ -6,8 +6,9 @@
   fits recomputes nothing, so short batches are not slowed for the sake of long ones.
 
 Activation model, per token and decoder layer, in bytes of the activation dtype ``b`` (hidden ``h``, MLP ``I``):
-without checkpointing a Qwen2 layer with LoRA on q/k/v/o keeps about ``(22 h + 4 I) b`` for backward (both norms'
-inputs in fp32, the q/k/v/o and LoRA-dropout inputs, rotary q/k, attention output, SwiGLU gate / up / product);
+without checkpointing a Qwen2 layer with LoRA on q/k/v/o keeps at most about ``(22 h + 4 I) b`` for backward (both
+norms' inputs in fp32, the q/k/v/o and LoRA inputs with PEFT's dropout copies and masks, which the fused LoRA
+dropout no longer keeps, rotary q/k, attention output, SwiGLU gate / up / product);
 a checkpointed layer keeps its input, ``h b``, and recomputes one layer at a time in backward. The model errs high:
 on the H100, checkpointing on vs off differed by 18.9 GiB for 3,160 tokens x 32 layers at 2 minutes, about 200 kB
 per token-layer (``bench/results/h100-2026-11-23``, fp32 LoRA inputs then); the model says 268 kB for the 7B widths
