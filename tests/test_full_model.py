@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
-from test_train import ROOT, train, write_config
+from test_evaluate import evaluate
+from test_train import train, write_config
 from transformers import AutoConfig, AutoProcessor
 
 from vlat.testing.full_size import qwen2_audio_7b_config
@@ -45,27 +46,19 @@ def test_full_model_is_the_published_layout_and_runs_train_and_evaluate(tmp_path
     adapter = run / "checkpoints" / "last.ckpt"
     assert adapter.is_file()
     out = tmp_path / "eval"
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "evaluate.py"),
-            "--model",
-            str(model),
-            "--adapter",
-            str(adapter),
-            "--data",
-            str(synth_dir),
-            "--max-questions",
-            "2",
-            "--lengths",
-            "0.5,1.25",
-            "--output",
-            str(out),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    res = evaluate(
+        "--model",
+        model,
+        "--adapter",
+        adapter,
+        "--data",
+        synth_dir,
+        "--max-questions",
+        2,
+        "--lengths",
+        "0.5,1.25",
+        "--output",
+        out,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())["results"]
