@@ -191,8 +191,14 @@ def _packed_suffixes(prefix_len: int, suffixes: Sequence[Sequence[int]], group: 
     return ids, owner, pos, last
 
 
+def reserved_tokens(model, per_question: Sequence[int]) -> int:
+    """KV-cache tokens reserved behind the prefix for questions taking ``per_question`` tokens each (suffix plus
+    generated): all of them when packed, the longest when they run in turn."""
+    return sum(per_question) if packs_questions(model) else max(per_question)
+
+
 def _capacity(model, prefix_len: int, per_question: Sequence[int]) -> int:
-    return prefix_len + (sum(per_question) if packs_questions(model) else max(per_question))
+    return prefix_len + reserved_tokens(model, per_question)
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from vlat.evaluation.prefix import (
     DEFAULT_PREFILL_CHUNK,
     encode_audio,
     generate_answers,
-    packs_questions,
+    reserved_tokens,
     score_questions,
 )
 from vlat.model_loading import check_model_source, load_model, load_processor, text_head_dim
@@ -202,6 +202,9 @@ class Evaluator:
         self.option_ids = option_token_ids(self.processor.tokenizer)
         self.tokens = seconds_to_tokens(spec.original_audio_seconds, self.processor.feature_extractor)
         self._warned_methods: set[str] = set()
+        self.unreadable = 0  # questions whose audio could not be read (last run)
+        self.memory_skipped: dict[float, int] = {}  # bucket -> questions skipped for memory (last run)
+        self.memory_messages: list[str] = []  # one line per such bucket
 
     def _attach_adapters(self, model):
         from peft import PeftModel
@@ -248,8 +251,8 @@ class Evaluator:
         memory is skipped whole, said in one line (``memory_skipped``); the other buckets go on."""
         spec, preds = self.spec, []
         self.unreadable = 0
-        self.memory_skipped: dict[float, int] = {}
-        self.memory_messages: list[str] = []
+        self.memory_skipped.clear()
+        self.memory_messages.clear()
         total = self.source.num_rows if spec.max_questions is None else min(spec.max_questions, self.source.num_rows)
         bar = tqdm(total=total, unit="q", desc="evaluate", disable=not progress)
 
@@ -297,13 +300,12 @@ class Evaluator:
     def memory_need(self, prefix_tokens: int, suffix_tokens: list[int], windows: int):
         """What one recording needs beyond the weights (:mod:`vlat.evaluation.memory`)."""
         per_question = [n + (self.spec.max_new_tokens if self.spec.scoring == "generate" else 0) for n in suffix_tokens]
-        reserved = sum(per_question) if packs_questions(self.model) else max(per_question)
         lm = find_audio_model(self.model).language_model
         return recording_need(
             find_audio_model(self.model).config,
             lm.embed_tokens.weight.element_size(),
             prefix_tokens,
-            reserved,
+            reserved_tokens(self.model, per_question),
             self.spec.prefill_chunk,
             windows,
             lm.config._attn_implementation,
@@ -369,8 +371,8 @@ class Evaluator:
         wanted = self.spec.lengths if self.spec.lengths is not None else self.grid
         capped = self.spec.max_questions is not None and len({p["id"] for p in preds}) >= self.spec.max_questions
         why = f"--max-questions {self.spec.max_questions} was reached first" if capped else "no recording is nearest it"
-        skipped = getattr(self, "memory_skipped", {})  # said already, in their own line
-        return [f"the {b:g}-min bucket received no question ({why})" for b in wanted if b not in seen | set(skipped)]
+        said = seen | set(self.memory_skipped)  # memory-skipped buckets have their own line
+        return [f"the {b:g}-min bucket received no question ({why})" for b in wanted if b not in said]
 
 
 def aggregate(preds: list[dict]) -> list[dict]:
