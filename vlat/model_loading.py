@@ -108,7 +108,7 @@ def prepare_for_training(
 
     What ``VLATModule`` trains (and ``bench/train_step.py`` measures). Returns the PEFT-wrapped model.
     """
-    from vlat.activation_checkpointing import layer_mask, policy_of, set_checkpointed_layers
+    from vlat.activation_checkpointing import layer_mask, layers_to_checkpoint, policy_of, set_checkpointed_layers
     from vlat.lora_dropout import fuse_lora_dropout
 
     policy = policy_of(gradient_checkpointing)
@@ -124,6 +124,6 @@ def prepare_for_training(
         base.activation_checkpointing_enable({"use_reentrant": False})
         base.disable_input_require_grads()
         layers = base.model.language_model.layers
-        k = {"full": len(layers), "selective": len(layers) // 2, "auto": 0}[policy]
+        k = layers_to_checkpoint(policy, len(layers), 0, 0, 0, None)  # auto: none until a batch is planned
         set_checkpointed_layers(layers, layer_mask(k, len(layers)))
     return model
