@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=["vanilla", "partial_pi"],
         help="comma-separated: vanilla, partial_pi, partial_yarn, whole_pi, whole_yarn",
     )
+    p.add_argument(
+        "--audio-compression",
+        type=csv_list(str),
+        default=["none"],
+        help="comma-separated audio-token compression settings, each evaluated: none, pool:K, ltbm:R[:W|:global]",
+    )
     p.add_argument("--original-audio-seconds", type=float, default=30.0, help="familiar window (30 s; 120 = observed)")
     p.add_argument("--cutoff-dim", type=int, default=0, help="Partial YaRN cutoff (partial_yarn only)")
     p.add_argument("--temperature", type=float, default=1.0, help="Partial YaRN temperature (partial_yarn only)")
@@ -67,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = sorted(set(conf) - known)
         if unknown:
             parser.error(f"--config {args.config}: unknown keys {unknown}")
-        for key in ("methods", "lengths"):
+        for key in ("methods", "lengths", "audio_compression"):
             if isinstance(conf.get(key), str | int | float):
                 conf[key] = parser._option_string_actions[f"--{key}"].type(str(conf[key]))
         if isinstance(conf.get("adapter"), str):
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         adapters=args.adapter,
         split=args.split,
         methods=args.methods,
+        compressions=args.audio_compression,
         original_audio_seconds=args.original_audio_seconds,
         cutoff_dim=args.cutoff_dim,
         temperature=args.temperature,

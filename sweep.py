@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", help="use a validation split, not the test split, to pick settings")
     p.add_argument("--original-audio-seconds", type=float, default=30.0)
     p.add_argument("--length", type=float, required=True, help="length bucket in minutes")
+    p.add_argument(
+        "--audio-compression", default="none", help="audio-token compression to sweep under: none, pool:K, ltbm:R[:W]"
+    )
     p.add_argument("--cutoffs", type=csv_list(int), default=DEFAULT_CUTOFFS)
     p.add_argument("--temperatures", type=csv_list(float), default=DEFAULT_TEMPERATURES)
     p.add_argument("--max-questions", type=int, default=None)
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         adapters=args.adapter,
         split=args.split,
         methods=["partial_yarn"],
+        compressions=[args.audio_compression],
         original_audio_seconds=args.original_audio_seconds,
         lengths=[args.length],
         max_questions=args.max_questions,

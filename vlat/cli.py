@@ -22,6 +22,7 @@ from vlat.vlat_callback import strategy_factors
 class VLATCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
+        parser.link_arguments("model.audio_compression", "data.audio_compression")
         parser.add_argument(
             "--ckpt_path",
             type=str | None,

@@ -22,6 +22,7 @@ from vlat.activation_checkpointing import (
 )
 from vlat.audio import seconds_to_tokens
 from vlat.collate import padded_fraction
+from vlat.compression import AudioCompression
 from vlat.device_memory import GIB, available_bytes
 from vlat.errors import REASONS, ConfigError
 from vlat.fused_kernels import FusedKernels, apply_fused_kernels, use_fused_kernels
@@ -42,6 +43,7 @@ from vlat.prompts import N_OPTIONS
 from vlat.rope import (
     METHODS,
     AudioRopeConfig,
+    apply_audio_compression,
     apply_audio_rope,
     current_config,
     find_audio_model,
@@ -66,6 +68,8 @@ class VLATModule(L.LightningModule):
             ``whole_pi``, ``whole_yarn``); VLAT needs a partial method.
         original_audio_seconds: the familiar audio window in seconds (30 s = 750 tokens on Qwen2-Audio).
         cutoff_dim, temperature: Partial YaRN settings (only with ``partial_yarn``).
+        audio_compression: audio tokens compressed per 30-s window before the language model, LoRA trains on them:
+            ``none``, ``pool:K``, ``ltbm:R[:W|:global]`` (:mod:`vlat.compression`); positions stay time-aligned.
         gradient_checkpointing: non-reentrant activation checkpointing as a policy (``auto``: per batch, the fewest
             decoder layers that fit the activation budget, none when the batch fits; ``full``; ``selective``: every
             other layer; ``off``; ``true``/``false`` = full/off). See :mod:`vlat.activation_checkpointing`.
@@ -91,6 +95,7 @@ class VLATModule(L.LightningModule):
         original_audio_seconds: float = 30.0,
         cutoff_dim: int = 0,
         temperature: float = 1.0,
+        audio_compression: str = "none",
         gradient_checkpointing: CheckpointPolicy | bool = "auto",
         activation_memory_gib: float | None = None,
         fused_kernels: FusedKernels = "auto",
@@ -138,7 +143,7 @@ class VLATModule(L.LightningModule):
             cutoff_dim=hp.cutoff_dim,
             temperature=hp.temperature,
         )
-        self.model = apply_audio_rope(model, rope)
+        self.model = apply_audio_compression(apply_audio_rope(model, rope), hp.audio_compression)
         cuda = self._device_type() == "cuda"
         if use_fused_kernels(hp.fused_kernels, cuda, fused_kernels_installed()):
             apply_fused_kernels(find_audio_model(self.model).language_model)
@@ -389,6 +394,7 @@ def _check_hparams(hp: dict) -> None:
         raise ConfigError(f"model.rope_method: {hp['rope_method']!r} is not one of {', '.join(METHODS)}")
     resolve_dtype(hp["dtype"])
     try:
+        AudioCompression.parse(hp["audio_compression"])
         policy_of(hp["gradient_checkpointing"])
     except ValueError as e:
         raise ConfigError(f"model.{e}") from None

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vlat.audio import AudioSource, audio_tokens_for_frames, featurize, load_audio
+from vlat.compression import AudioCompression
 from vlat.errors import BadSampleError
 
 N_OPTIONS = 4
@@ -33,9 +34,10 @@ class EncodedAudio:
     features: torch.Tensor  # (W, mel, frames)
     feature_mask: torch.Tensor  # (W, frames)
 
-    @property
-    def n_tokens(self) -> int:
-        return int(audio_tokens_for_frames(self.feature_mask.sum(-1)).sum())
+    def tokens(self, compression: AudioCompression | str | None = None) -> int:
+        """Audio tokens the language model sees (per 30-s window, compressed: :mod:`vlat.compression`)."""
+        per_window = audio_tokens_for_frames(self.feature_mask.sum(-1))
+        return int(AudioCompression.parse(compression).count(per_window).sum())
 
 
 def encode_recording(
@@ -129,6 +131,7 @@ def build_mcqa_example(
     assistant_prefix: str = "",
     max_audio_seconds: float | None = None,
     instruction: str = INSTRUCTION,
+    audio_compression: AudioCompression | str | None = None,
     name: str = "sample",
 ) -> dict[str, torch.Tensor]:
     """Tokens and features of one MCQA question about one recording (any length).
@@ -138,6 +141,7 @@ def build_mcqa_example(
         audio: a 16-kHz float waveform, anything :func:`vlat.audio.load_audio` reads, or an :class:`EncodedAudio`
             (one decode per recording, shared by its questions).
         answer: 0-based index of the correct option; when given, ``labels`` hold ``(N) option<|im_end|>``.
+        audio_compression: the model's compression setting: the audio run holds that many tokens.
         assistant_prefix: text appended after the assistant header, outside the labels (``"("`` for logits scoring).
         name: how errors refer to this sample.
 
@@ -148,7 +152,7 @@ def build_mcqa_example(
     tok = processor.tokenizer
     if not isinstance(audio, EncodedAudio):
         audio = encode_recording(processor, audio, max_audio_seconds=max_audio_seconds, name=name)
-    features, feature_mask, n_audio = audio.features, audio.feature_mask, audio.n_tokens
+    features, feature_mask, n_audio = audio.features, audio.feature_mask, audio.tokens(audio_compression)
 
     prefix, suffix = mcqa_prompt_ids(processor, n_audio, question, options, assistant_prefix, instruction)
     prompt = prefix + suffix

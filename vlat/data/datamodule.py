@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
+from vlat.compression import AudioCompression
 from vlat.data.records import ColumnMapping
 from vlat.data.sources import Source, resolve
 from vlat.data.stream import MCQABatchStream, StreamSpec
@@ -35,6 +36,8 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes (audio decoding and featurisation run there).
         infinite_train: repeat passes over the training data (train by ``max_steps``).
         seed: seed of shuffling and of the video-level split.
+        audio_compression: audio tokens per recording in the prompts (linked to ``model.audio_compression`` in
+            ``train.py``; :mod:`vlat.compression`).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         num_workers: int = 2,
         infinite_train: bool = True,
         seed: int = 0,
+        audio_compression: str = "none",
     ):
         super().__init__()
         checks = [
@@ -73,6 +77,10 @@ class YODAS2MCQADataModule(L.LightningDataModule):
             if lengths is not None and (not lengths or any(not x > 0 for x in lengths)):
                 raise ConfigError(f"data.{name}: {lengths!r} must be null or a list of minutes > 0")
         check_model_source(model_name_or_path, "data.model_name_or_path")
+        try:
+            AudioCompression.parse(audio_compression)
+        except ConfigError as e:
+            raise ConfigError(f"data.{e}") from None
         self.save_hyperparameters(ignore=["columns"])
         self.columns = columns or ColumnMapping()
         self.processor = None
@@ -128,6 +136,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
             world_size=world,
             rank=rank,
             source=self.sources.get("train"),
+            audio_compression=hp.audio_compression,
         )
         stream.progress = self._train_position
         return DataLoader(stream, batch_size=None, num_workers=hp.num_workers)
@@ -154,6 +163,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
             world_size=world,
             rank=rank,
             source=self.sources.get("val"),
+            audio_compression=hp.audio_compression,
         )
         return DataLoader(stream, batch_size=None, num_workers=hp.num_workers)
 

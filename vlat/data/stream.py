@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vlat.collate import MCQACollator
+from vlat.compression import AudioCompression
 from vlat.data.plan import batches_before, pass_rng, plan_pass, row_order
 from vlat.data.records import ColumnMapping, Record, in_holdout, nearest_bucket, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
@@ -99,8 +100,10 @@ class MCQABatchStream(IterableDataset):
         rank: int = 0,
         max_logged_errors: int = 5,
         source: Source | None = None,
+        audio_compression: AudioCompression | str | None = None,
     ):
         super().__init__()
+        self.audio_compression = AudioCompression.parse(audio_compression)  # sets the prompts' audio token count
         self.spec, self.processor, self.batch_size, self.train = spec, processor, batch_size, train
         self.bucket_buffer, self.buffer_bytes = max(bucket_buffer, 1), int(buffer_mib * 2**20)
         self.max_audio_seconds, self.infinite = max_audio_seconds, infinite
@@ -236,6 +239,7 @@ class MCQABatchStream(IterableDataset):
                     rec.options,
                     rec.answer if self.train else None,
                     assistant_prefix=self.assistant_prefix,
+                    audio_compression=self.audio_compression,
                     name=rec.id,
                 )
             except BadSampleError as e:

@@ -23,9 +23,10 @@ from collections.abc import Sequence
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from vlat.audio import audio_tokens_for_frames
+from vlat import audio_tokens
+from vlat.audio_tokens import AudioTokens, time_layout
 from vlat.lm_head import backbone
-from vlat.rope import find_audio_model, plan_chunked_prefill
+from vlat.rope import current_compression, find_audio_model, plan_chunked_prefill
 from vlat.scoring import Prediction, parse_answer
 
 DEFAULT_PREFILL_CHUNK = 4096  # tokens per prefill forward: ~0.5 GiB of activations on the 7B model in bf16
@@ -73,32 +74,14 @@ def cache_elements(cache: Cache) -> int:
 @torch.no_grad()
 def encode_audio(
     model, input_features: torch.Tensor, feature_attention_mask: torch.Tensor, windows: int = ENCODE_WINDOWS
-) -> torch.Tensor:
-    """Projected audio-token embeddings of all windows of one recording, in order: (n_audio, hidden).
+) -> AudioTokens:
+    """The audio tokens of one recording under the model's compression setting (``current_compression``), in order.
 
     The audio tower runs on ``windows`` 30-s windows at a time (its activations stay bounded at any length)."""
-    from transformers.masking_utils import create_bidirectional_mask
-
     audio_model = find_audio_model(model)
-    tower = audio_model.audio_tower
-    device, dtype = tower.conv1.weight.device, tower.conv1.weight.dtype
-    out = []
-    for start in range(0, len(input_features), windows):
-        feats = input_features[start : start + windows].to(device, dtype)
-        fmask = feature_attention_mask[start : start + windows].to(device)
-        lengths = audio_tokens_for_frames(fmask.sum(-1))  # (W,)
-        conv_len = (fmask.sum(-1) - 1) // 2 + 1  # frames after the first conv, as the encoder masks them
-        frames = feats.shape[-1] // 2
-        mask2d = (torch.arange(frames, device=device)[None] < conv_len[:, None]).long()
-        attn = create_bidirectional_mask(
-            config=tower.config,
-            inputs_embeds=torch.zeros(len(feats), frames, 1, dtype=dtype, device=device),
-            attention_mask=mask2d,
-        )
-        hidden = audio_model.multi_modal_projector(tower(feats, attention_mask=attn).last_hidden_state)  # (W, 750, H)
-        keep = torch.arange(hidden.shape[1], device=device)[None] < lengths.to(device)[:, None]
-        out.append(hidden[keep])
-    return torch.cat(out)
+    return audio_tokens.encode_audio(
+        audio_model, input_features, feature_attention_mask, current_compression(model), windows
+    )
 
 
 def packs_questions(model) -> bool:
@@ -108,17 +91,22 @@ def packs_questions(model) -> bool:
 
 @torch.no_grad()
 def prefill(
-    model, prefix_ids: Sequence[int], audio_embeds: torch.Tensor, capacity: int, chunk: int = DEFAULT_PREFILL_CHUNK
+    model, prefix_ids: Sequence[int], audio: AudioTokens, capacity: int, chunk: int = DEFAULT_PREFILL_CHUNK
 ) -> Cache:
-    """KV cache of the prompt prefix (no logits), filled ``chunk`` tokens at a time; room for ``capacity`` tokens."""
+    """KV cache of the prompt prefix (no logits), filled ``chunk`` tokens at a time; room for ``capacity`` tokens.
+
+    ``audio``: :func:`encode_audio` of the recording (compressed audio is placed by time)."""
     audio_model = find_audio_model(model)
-    device = audio_embeds.device
+    device = audio.device
     ids = torch.tensor([list(prefix_ids)], device=device)
     embeds = audio_model.get_input_embeddings()(ids)
     audio_mask = ids == audio_model.config.audio_token_id
-    embeds = embeds.masked_scatter(audio_mask[..., None], audio_embeds.to(embeds.dtype))
+    if audio.compression != current_compression(model):
+        raise ValueError(f"audio encoded with {audio.compression}, model set to {current_compression(model)}")
+    times = time_layout(audio_mask, audio) if audio.compression.active else None
+    embeds = embeds.masked_scatter(audio_mask[..., None], audio.embeds.to(embeds.dtype))
     cache = reserved_cache(capacity)
-    plan_chunked_prefill(model, ids, cache)
+    plan_chunked_prefill(model, ids, cache, times)
     step = chunk if chunk and chunk > 0 else ids.shape[1]
     for start in range(0, ids.shape[1], step):
         end = min(start + step, ids.shape[1])
@@ -206,14 +194,14 @@ def score_questions(
     model,
     prefix_ids: Sequence[int],
     suffixes: Sequence[Sequence[int]],
-    audio_embeds: torch.Tensor,
+    audio: AudioTokens,
     option_ids: list[int],
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
 ) -> list[Prediction]:
     """Logits scoring of several questions sharing one prefix: prefill once, suffixes packed on its one copy."""
     L = len(prefix_ids)
-    cache = prefill(model, prefix_ids, audio_embeds, _capacity(model, L, [len(s) for s in suffixes]), prefill_chunk)
-    tail, probs = _Tail(L, audio_embeds.device), [None] * len(suffixes)
+    cache = prefill(model, prefix_ids, audio, _capacity(model, L, [len(s) for s in suffixes]), prefill_chunk)
+    tail, probs = _Tail(L, audio.device), [None] * len(suffixes)
     for group in _groups(model, len(suffixes)):
         ids, owner, pos, last = _packed_suffixes(L, suffixes, group)
         hidden = tail.forward(model, cache, ids, owner, pos)
@@ -252,7 +240,7 @@ def generate_answers(
     tokenizer,
     prefix_ids: Sequence[int],
     suffixes: Sequence[Sequence[int]],
-    audio_embeds: torch.Tensor,
+    audio: AudioTokens,
     max_new_tokens: int = 24,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
 ) -> list[Prediction]:
@@ -264,11 +252,11 @@ def generate_answers(
     ``repetition_penalty`` included)."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    L, dev = len(prefix_ids), audio_embeds.device
+    L, dev = len(prefix_ids), audio.device
     eos, penalty = _eos_ids(model), _repetition_penalty(model)
     process = RepetitionPenaltyLogitsProcessor(penalty) if penalty != 1.0 else None
     capacity = _capacity(model, L, [len(s) + max_new_tokens for s in suffixes])
-    cache = prefill(model, prefix_ids, audio_embeds, capacity, prefill_chunk)
+    cache = prefill(model, prefix_ids, audio, capacity, prefill_chunk)
     tail, replies = _Tail(L, dev), [[] for _ in suffixes]
     for group in _groups(model, len(suffixes)):
         ids, owner, pos, last = _packed_suffixes(L, suffixes, group)

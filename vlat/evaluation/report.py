@@ -10,19 +10,24 @@ from pathlib import Path
 
 from vlat.io import published_files
 
-FIELDS = ["adapter", "method", "length_min", "questions", "accuracy", "unparsable", "audio_tokens_mean"]
+FIELDS = ["adapter", "compression", "method", "length_min", "questions", "accuracy", "unparsable", "audio_tokens_mean"]
 
 
 def markdown_table(rows: list[dict], value=lambda r: f"{100 * r['accuracy']:.2f}") -> str:
-    """Rows = adapters (training method/strategy), columns = lengths, one column group per inference method."""
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    """Rows = adapters (training method/strategy), columns = lengths, one column group per inference method (per
+    compression setting and method when audio was compressed)."""
+    comp = lambda r: r.get("compression", "none")  # noqa: E731
+    groups = list(dict.fromkeys((comp(r), r["method"]) for r in rows))
+    named = any(c != "none" for c, _ in groups)
     lengths = sorted({r["length_min"] for r in rows})
     adapters = list(dict.fromkeys(r["adapter"] for r in rows))
-    cell = {(r["adapter"], r["method"], r["length_min"]): r for r in rows}
-    head = ["model"] + [f"{m} · {length:g} min" for m in methods for length in lengths]
+    cell = {(r["adapter"], comp(r), r["method"], r["length_min"]): r for r in rows}
+    label = lambda c, m: f"{c} · {m}" if named else m  # noqa: E731
+    head = ["model"] + [f"{label(c, m)} · {length:g} min" for c, m in groups for length in lengths]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for a in adapters:
-        vals = [value(cell[(a, m, length)]) if (a, m, length) in cell else "–" for m in methods for length in lengths]
+        keys = [(a, c, m, length) for c, m in groups for length in lengths]
+        vals = [value(cell[k]) if k in cell else "–" for k in keys]
         lines.append("| " + " | ".join([a, *vals]) + " |")
     return "\n".join(lines) + "\n"
 

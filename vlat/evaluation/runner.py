@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vlat.audio import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens
+from vlat.audio import featurize, load_audio, seconds_to_tokens
+from vlat.audio_tokens import time_layout
 from vlat.checkpointing import adapter_dir_for, adapter_files
+from vlat.compression import AudioCompression
 from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
@@ -30,8 +32,15 @@ from vlat.evaluation.prefix import (
     score_questions,
 )
 from vlat.model_loading import check_model_source, load_model, load_processor, text_head_dim
-from vlat.prompts import mcqa_prompt_ids
-from vlat.rope import METHODS, AudioRopeConfig, apply_audio_rope, find_audio_model, warn_if_beyond_context
+from vlat.prompts import EncodedAudio, mcqa_prompt_ids
+from vlat.rope import (
+    METHODS,
+    AudioRopeConfig,
+    apply_audio_compression,
+    apply_audio_rope,
+    find_audio_model,
+    warn_if_beyond_context,
+)
 from vlat.scoring import LOGITS_PREFIX, option_token_ids
 
 
@@ -46,6 +55,7 @@ class EvalSpec:
     adapters: list[str] = field(default_factory=list)  # DIR, .ckpt, or LABEL=PATH
     split: str = "test"
     methods: list[str] = field(default_factory=lambda: ["vanilla", "partial_pi"])
+    compressions: list[str] = field(default_factory=lambda: ["none"])  # vlat.compression settings
     original_audio_seconds: float = 30.0
     cutoff_dim: int = 0
     temperature: float = 1.0
@@ -176,6 +186,12 @@ def validate(spec: EvalSpec) -> None:
     if not spec.original_audio_seconds > 0:
         raise EvalInputError(f"--original-audio-seconds: {spec.original_audio_seconds} must be > 0")
     try:
+        settings = [str(AudioCompression.parse(c)) for c in spec.compressions]
+    except ConfigError as e:
+        raise EvalInputError(f"--{str(e).replace('_', '-')}") from None
+    if not settings or len(set(settings)) != len(settings):
+        raise EvalInputError(f"--audio-compression: {spec.compressions} must name distinct settings")
+    try:
         check_model_source(spec.model, "--model")
         for m in spec.methods:
             cfg = rope_config(m, spec, 1)
@@ -200,7 +216,9 @@ class Evaluator:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.option_ids = option_token_ids(self.processor.tokenizer)
+        self.audio_token_id = find_audio_model(self.model).config.audio_token_id
         self.tokens = seconds_to_tokens(spec.original_audio_seconds, self.processor.feature_extractor)
+        self.compressions = [AudioCompression.parse(c) for c in spec.compressions]
         self._warned_methods: set[str] = set()
         self.unreadable = 0  # questions whose audio could not be read (last run)
         self.memory_skipped: dict[float, int] = {}  # bucket -> questions skipped for memory (last run)
@@ -281,15 +299,23 @@ class Evaluator:
             bar.write(f"skipping {e}")
             return []
         feats, fmask = featurize(wav, self.processor.feature_extractor)
-        n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
-        prefix, suffixes = self._prompt(recs, n_audio)
-        need = self.memory_need(len(prefix), [len(s) for s in suffixes], len(feats))
+        settings = []  # per compression: its prompt (the audio run holds its token count)
+        for comp in self.compressions:
+            n_audio = EncodedAudio(feats, fmask).tokens(comp)
+            settings.append((comp, n_audio, *self._prompt(recs, n_audio)))
+        need = max(
+            (
+                self.memory_need(len(prefix), [len(s) for s in suffixes], len(feats))
+                for *_, prefix, suffixes in settings
+            ),
+            key=lambda n: n.total,
+        )
         free = available_bytes(self.device)
         if need.total > free:
             self._skip_bucket(bucket, len(recs), f"needs {need.describe()}, {size(free)} free", bar)
             return []
         try:
-            return self._recording(recs, prefix, suffixes, feats, fmask, n_audio, bucket)
+            return self._recording(recs, settings, feats, fmask, bucket)
         except torch.OutOfMemoryError as e:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -323,20 +349,29 @@ class Evaluator:
         parts = [mcqa_prompt_ids(self.processor, n_audio, r.question, r.options, opener) for r in recs]
         return parts[0][0], [p[1] for p in parts]
 
-    def _recording(self, recs, prefix, suffixes, feats, fmask, n_audio: int, bucket: float) -> list[dict]:
-        """Every (adapter, method) prediction of one recording's questions; all or none (an error loses none)."""
+    def _recording(self, recs, settings, feats, fmask, bucket: float) -> list[dict]:
+        """Every (compression, adapter, method) prediction of one recording's questions; all or none (an error loses
+        none). The audio is encoded once per compression setting, for every adapter and method."""
+        out = []
+        for comp, n_audio, prefix, suffixes in settings:
+            apply_audio_compression(self.model, comp)
+            audio = encode_audio(self.model, feats, fmask)
+            out += self._setting(recs, prefix, suffixes, audio, n_audio, bucket)
+        return out
+
+    def _setting(self, recs, prefix, suffixes, audio, n_audio: int, bucket: float) -> list[dict]:
         spec, out = self.spec, []
-        embeds = encode_audio(self.model, feats, fmask)
+        ids = torch.tensor([prefix])
+        times = time_layout(ids == self.audio_token_id, audio) if audio.compression.active else None
         for variant in self._variants():
             for method in spec.methods:
                 apply_audio_rope(self.model, rope_config(method, spec, self.tokens))
                 if method not in self._warned_methods:
-                    ids = torch.tensor([prefix])
-                    if warn_if_beyond_context(self.model, ids, torch.ones_like(ids)):
+                    if warn_if_beyond_context(self.model, ids, torch.ones_like(ids), times):
                         self._warned_methods.add(method)  # once per method is enough
                 if spec.scoring == "logits":
                     answers = score_questions(
-                        self.model, prefix, suffixes, embeds, self.option_ids, prefill_chunk=spec.prefill_chunk
+                        self.model, prefix, suffixes, audio, self.option_ids, prefill_chunk=spec.prefill_chunk
                     )
                 else:
                     answers = generate_answers(
@@ -344,7 +379,7 @@ class Evaluator:
                         self.processor.tokenizer,
                         prefix,
                         suffixes,
-                        embeds,
+                        audio,
                         max_new_tokens=spec.max_new_tokens,
                         prefill_chunk=spec.prefill_chunk,
                     )
@@ -352,6 +387,7 @@ class Evaluator:
                     out.append(
                         {
                             "adapter": variant,
+                            "compression": str(audio.compression),
                             "method": method,
                             "length": bucket,
                             "id": rec.id,
@@ -378,12 +414,13 @@ class Evaluator:
 def aggregate(preds: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for p in preds:
-        groups[(p["adapter"], p["method"], p["length"])].append(p)
+        groups[(p["adapter"], p.get("compression", "none"), p["method"], p["length"])].append(p)
     rows = []
-    for (adapter, method, length), ps in groups.items():
+    for (adapter, compression, method, length), ps in groups.items():
         rows.append(
             {
                 "adapter": adapter,
+                "compression": compression,
                 "method": method,
                 "length_min": length,
                 "questions": len(ps),

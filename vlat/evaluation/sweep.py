@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from vlat.audio import audio_tokens_for_frames, featurize, load_audio
+from vlat.audio import featurize, load_audio
 from vlat.data.records import nearest_bucket
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
 from vlat.io import published_files
 from vlat.model_loading import check_model_source, text_head_dim
-from vlat.prompts import mcqa_prompt_ids
-from vlat.rope import AudioRopeConfig, apply_audio_rope
+from vlat.prompts import EncodedAudio, mcqa_prompt_ids
+from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope
 from vlat.scoring import LOGITS_PREFIX
 
 DEFAULT_CUTOFFS = [56, 48, 40, 32, 24, 16, 8]
@@ -45,6 +45,8 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
     correct = np.zeros((len(cutoffs), len(temperatures)))
     total, skipped = 0, 0
     proc = ev.processor
+    comp = ev.compressions[0]
+    apply_audio_compression(ev.model, comp)
     for recs in tqdm(groups, desc="sweep", unit="recording", disable=not progress):  # one recording in memory
         try:
             wav = load_audio(recs[0].audio, proc.feature_extractor.sampling_rate, name=recs[0].id)
@@ -52,14 +54,14 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
             skipped += len(recs)
             continue
         feats, fmask = featurize(wav, proc.feature_extractor)
-        n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
-        embeds = encode_audio(ev.model, feats, fmask)  # once per recording, for the whole grid
+        n_audio = EncodedAudio(feats, fmask).tokens(comp)
+        audio = encode_audio(ev.model, feats, fmask)  # once per recording, for the whole grid
         parts = [mcqa_prompt_ids(proc, n_audio, r.question, r.options, LOGITS_PREFIX) for r in recs]
         for i, c in enumerate(cutoffs):
             for j, t in enumerate(temperatures):
                 apply_audio_rope(ev.model, AudioRopeConfig("partial_yarn", ev.tokens, cutoff_dim=c, temperature=t))
                 preds = score_questions(
-                    ev.model, parts[0][0], [p[1] for p in parts], embeds, ev.option_ids, ev.spec.prefill_chunk
+                    ev.model, parts[0][0], [p[1] for p in parts], audio, ev.option_ids, ev.spec.prefill_chunk
                 )
                 correct[i, j] += sum(p.choice == r.answer for p, r in zip(preds, recs, strict=True))
         total += len(recs)
@@ -74,6 +76,7 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
     return {
         "length_min": length,
         "original_audio_tokens": ev.tokens,
+        "audio_compression": str(comp),
         "questions": total,
         "skipped_questions": skipped,
         "cutoffs": cutoffs,
@@ -100,8 +103,9 @@ def plot_heatmap(result: dict, path: Path) -> None:
     for (i, j), v in np.ndenumerate(acc):
         ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w" if v < acc.mean() else "k")
     best = result["best"]
+    comp = result.get("audio_compression", "none")
     ax.set_title(
-        f"Partial YaRN, {result['length_min']:g} min, window {result['original_audio_tokens']} tokens — best "
+        f"Partial YaRN{'' if comp == 'none' else f' ({comp})'}, {result['length_min']:g} min, window {result['original_audio_tokens']} tokens — best "
         f"cutoff {best['cutoff_dim']}, t={best['temperature']:g}: {100 * best['accuracy']:.1f}%",
         fontsize=9,
     )

@@ -8,7 +8,9 @@
 
 from vlat.rope.config import METHODS, AudioRopeConfig
 from vlat.rope.patch import (
+    apply_audio_compression,
     apply_audio_rope,
+    current_compression,
     current_config,
     find_audio_model,
     largest_positions,
@@ -16,12 +18,15 @@ from vlat.rope.patch import (
     set_virtual_audio_tokens,
     warn_if_beyond_context,
 )
-from vlat.rope.positions import raw_positions, warp_positions, whole_factor
+from vlat.rope.positions import AudioTimes, raw_positions, warp_positions, whole_factor
 
 __all__ = [
     "METHODS",
+    "AudioTimes",
     "AudioRopeConfig",
+    "apply_audio_compression",
     "apply_audio_rope",
+    "current_compression",
     "current_config",
     "find_audio_model",
     "largest_positions",

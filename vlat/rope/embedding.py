@@ -7,7 +7,9 @@ that :mod:`vlat.rope.patch` prepares for the current call:
   warped audio tokens are scaled by ``1/sqrt(t)``;
 - whole methods: Hugging Face's own ``linear`` / ``yarn`` inverse frequencies and attention factor, per sample.
 
-Without a plan (vanilla, or a call that bypasses the outer model) it computes exactly what the stock module does.
+With compressed audio (:mod:`vlat.compression`) the plan also carries ``raw``: the time-aligned unwarped positions
+that replace ``position_ids`` everywhere (vanilla included). Without a plan (vanilla, or a call that bypasses the
+outer model) it computes exactly what the stock module does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from vlat.compression import AudioCompression
 from vlat.rope.config import AudioRopeConfig
 
 
@@ -27,6 +30,7 @@ from vlat.rope.config import AudioRopeConfig
 class RopePlan:
     """Per-call inputs of :class:`AudioRotaryEmbedding`; all tensors on the model's device."""
 
+    raw: torch.Tensor | None = None  # (B, T) unwarped positions when they are not position_ids (compressed audio)
     positions: torch.Tensor | None = None  # (B, T) warped positions (partial methods)
     scale: torch.Tensor | None = None  # (B, T) cos/sin multiplier (partial methods; 1/sqrt(t) on warped audio)
     factor: torch.Tensor | None = None  # (B,) whole-context factor per sample (whole methods)
@@ -40,6 +44,7 @@ class AudioRotaryEmbedding(nn.Module):
         self.stock = stock  # kept for restoring vanilla; moves with .to() as a submodule
         self.text_config = text_config
         self.cfg = cfg
+        self.compression = AudioCompression()  # set by vlat.rope.patch.apply_audio_compression
         self.plan: RopePlan | None = None
         self.plan_shape: tuple[int, int] | None = None
         self.pending_state = None
@@ -79,7 +84,7 @@ class AudioRotaryEmbedding(nn.Module):
                 "call the Qwen2-Audio model, not its language model directly"
             )
         inv_freq = self.inv_freq.to(device=x.device, dtype=torch.float32)  # (D/2,)
-        raw = position_ids.to(torch.float32)[..., None]  # (B, T, 1)
+        raw = (plan.raw if plan is not None and plan.raw is not None else position_ids).to(torch.float32)[..., None]
         if plan is None or (plan.positions is None and plan.factor is None):
             freqs = raw * inv_freq
             scale = None

@@ -16,6 +16,12 @@ Per call, the hook:
 
 A 4-D attention mask (packed questions on a shared prefix, :mod:`vlat.evaluation.prefix`) needs explicit
 ``position_ids``; every token of such a call is real.
+
+Audio-token compression (:func:`apply_audio_compression`, :mod:`vlat.compression`) uses the same seam: when a call
+brings ``input_features``, the hook encodes and compresses them (:func:`vlat.audio_tokens.encode_audio`), places them
+in the ``<|AUDIO|>`` run as ``inputs_embeds`` (the stock forward then skips its own audio path) and plans
+time-aligned positions from each token's time. The prompt must hold the compressed count of audio tokens
+(:func:`vlat.prompts.build_mcqa_example` with the same setting).
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from functools import partial
 import torch
 from torch import nn
 
+from vlat.compression import AudioCompression
 from vlat.rope.config import AudioRopeConfig
 from vlat.rope.embedding import AudioRotaryEmbedding, RopePlan, temperature_scale
-from vlat.rope.positions import raw_positions, warp_positions, whole_factor
+from vlat.rope.positions import AudioTimes, raw_positions, warp_positions, whole_factor
 
 _HOOKS_ATTR = "_vlat_rope_hooks"
 _STATE_ATTR = "_vlat_rope_state"
@@ -46,10 +53,23 @@ def find_audio_model(model: nn.Module) -> nn.Module:
 
 
 def apply_audio_rope(model: nn.Module, cfg: AudioRopeConfig) -> nn.Module:
-    """Configure the audio-only RoPE of ``model`` in place and return it. ``vanilla`` restores stock behaviour.
+    """Configure the audio-only RoPE of ``model`` in place and return it. ``vanilla`` restores stock behaviour
+    (with no compression set). Calling it again reconfigures; patches never stack."""
+    return _install(model, cfg, current_compression(model))
 
-    Calling it again reconfigures; patches never stack.
-    """
+
+def apply_audio_compression(model: nn.Module, compression: AudioCompression | str | None) -> nn.Module:
+    """Compress the audio tokens of every later call that brings ``input_features`` (``none``: stock), keeping the
+    RoPE method; positions become time-aligned under every method, vanilla included."""
+    return _install(model, current_config(model), AudioCompression.parse(compression))
+
+
+def current_compression(model: nn.Module) -> AudioCompression:
+    rotary = installed_rope(model)
+    return rotary.compression if rotary is not None else AudioCompression()
+
+
+def _install(model: nn.Module, cfg: AudioRopeConfig, compression: AudioCompression) -> nn.Module:
     audio_model = find_audio_model(model)
     lm = audio_model.language_model
     text_config = lm.config
@@ -61,11 +81,12 @@ def apply_audio_rope(model: nn.Module, cfg: AudioRopeConfig) -> nn.Module:
     setattr(audio_model, _HOOKS_ATTR, ())
     current = lm.rotary_emb
     stock = current.stock if isinstance(current, AudioRotaryEmbedding) else current
-    if cfg.method == "vanilla":
+    if cfg.method == "vanilla" and not compression.active:
         lm.rotary_emb = stock
         return model
 
     rotary = AudioRotaryEmbedding(stock, text_config, cfg)
+    rotary.compression = compression
     lm.rotary_emb = rotary
     audio_token_id = audio_model.config.audio_token_id
     pre = audio_model.register_forward_pre_hook(partial(_before_forward, rotary, audio_token_id), with_kwargs=True)
@@ -95,26 +116,41 @@ def set_virtual_audio_tokens(model: nn.Module, virtual_audio_tokens: int | None)
     rotary.reset_cache()
 
 
-def _plan(cfg: AudioRopeConfig, audio: torch.Tensor, position_ids: torch.Tensor, prior) -> tuple[RopePlan, tuple]:
+def _plan(
+    cfg: AudioRopeConfig, audio: torch.Tensor, position_ids: torch.Tensor, prior, times: AudioTimes | None = None
+) -> tuple[RopePlan, tuple]:
     """The plan of one call (B, T) continuing a sequence whose earlier tokens left state ``prior``, and the state
-    after it: (total shift, audio tokens so far), both (B,)."""
-    prior_shift, prior_audio = prior
+    after it: (shift of warped positions, shift of unwarped positions, uncompressed audio tokens so far), all (B,).
+
+    ``times`` (compressed audio): unwarped positions are time-aligned too, and replace ``position_ids``. Unwarped
+    positions continue with their own shift, which stays 0 without compression (then ``raw`` equals
+    ``position_ids`` exactly)."""
+    prior_shift, prior_raw, prior_audio = prior
+    if times is not None:
+        aligned = warp_positions(audio, position_ids, None, times=times)
+        raw, raw_shift = aligned.positions + prior_raw[:, None], prior_raw + aligned.shift
+    else:
+        raw, raw_shift = position_ids.to(torch.float32) + prior_raw[:, None], prior_raw
+    if cfg.method == "vanilla":
+        audio_time = aligned.audio_time if times is not None else audio.sum(-1)
+        return RopePlan(raw=raw), (prior_shift, raw_shift, prior_audio + audio_time)
     if cfg.method.startswith("whole"):
-        total_audio = prior_audio + audio.sum(-1)
+        total_audio = prior_audio + (aligned.audio_time if times is not None else audio.sum(-1))
         factor = whole_factor(total_audio, cfg.span, clamp=cfg.virtual_audio_tokens is None)
-        return RopePlan(factor=factor), (prior_shift, total_audio)
-    warped = warp_positions(audio, position_ids, cfg.span, warp_all=cfg.virtual_audio_tokens is not None)
+        return RopePlan(raw=raw, factor=factor), (prior_shift, raw_shift, total_audio)
+    warped = warp_positions(audio, position_ids, cfg.span, cfg.virtual_audio_tokens is not None, times)
     positions = warped.positions + prior_shift[:, None]
-    plan = RopePlan(positions=positions, scale=temperature_scale(warped.warped_audio, cfg.temperature))
-    return plan, (prior_shift + warped.shift, prior_audio + audio.sum(-1))
+    plan = RopePlan(raw=raw, positions=positions, scale=temperature_scale(warped.warped_audio, cfg.temperature))
+    return plan, (prior_shift + warped.shift, raw_shift, prior_audio + warped.audio_time)
 
 
-def plan_chunked_prefill(model: nn.Module, input_ids: torch.Tensor, cache) -> None:
+def plan_chunked_prefill(model: nn.Module, input_ids: torch.Tensor, cache, times: AudioTimes | None = None) -> None:
     """Prepare an empty KV cache for prefilling ``input_ids`` (B, T, no padding) in consecutive chunks.
 
     The plan of the whole prompt is computed here and stored on ``cache``; each chunk's forward (``input_ids`` of
     the chunk, ``past_key_values=cache``) uses its slice, so the result equals one forward over the whole prompt.
-    Vanilla RoPE needs no plan (stock positions are already exact in chunks)."""
+    ``times``: the audio tokens' times when they are compressed (:func:`vlat.audio_tokens.time_layout`). Vanilla
+    RoPE without compression needs no plan (stock positions are already exact in chunks)."""
     rotary = installed_rope(model)
     if rotary is None:
         return
@@ -125,7 +161,7 @@ def plan_chunked_prefill(model: nn.Module, input_ids: torch.Tensor, cache) -> No
     audio = input_ids == find_audio_model(model).config.audio_token_id
     raw = torch.arange(seqlen, device=device).expand(bsz, seqlen)
     zeros = torch.zeros(bsz, device=device)
-    plan, state = _plan(rotary.cfg, audio, raw, (zeros, zeros))
+    plan, state = _plan(rotary.cfg, audio, raw, (zeros, zeros, zeros), times)
     setattr(cache, _PREFILL_ATTR, (seqlen, plan, state))
 
 
@@ -133,15 +169,39 @@ def _chunk_of(prefill, past_len: int, seqlen: int) -> tuple[RopePlan, tuple]:
     total, plan, state = prefill
     if past_len + seqlen > total:
         raise RuntimeError(f"chunked prefill: chunk ends at {past_len + seqlen}, beyond the planned prompt ({total})")
-    if plan.factor is not None:
-        return plan, state
     sl = slice(past_len, past_len + seqlen)
-    scale = plan.scale[:, sl] if plan.scale is not None else None
-    return RopePlan(positions=plan.positions[:, sl], scale=scale), state
+    cut = lambda t: t[:, sl] if t is not None else None  # noqa: E731
+    return RopePlan(raw=cut(plan.raw), positions=cut(plan.positions), scale=cut(plan.scale), factor=plan.factor), state
+
+
+def _compress_inputs(rotary: AudioRotaryEmbedding, module, input_ids, audio_token_id: int, kwargs) -> AudioTimes:
+    """Encode and compress this call's audio into ``inputs_embeds``; the audio tokens' times."""
+    from vlat.audio_tokens import encode_audio, time_layout
+
+    tokens = encode_audio(module, kwargs["input_features"], kwargs["feature_attention_mask"], rotary.compression)
+    audio = input_ids == audio_token_id
+    if int(audio.sum()) != len(tokens):
+        raise ValueError(
+            f"audio compression {rotary.compression}: the prompt holds {int(audio.sum())} <|AUDIO|> tokens but its "
+            f"audio gives {len(tokens)}; build prompts with the same compression setting"
+        )
+    embeds = module.get_input_embeddings()(input_ids)
+    kwargs["inputs_embeds"] = embeds.masked_scatter(audio[..., None], tokens.embeds.to(embeds.dtype))
+    kwargs["input_features"] = None
+    return time_layout(audio, tokens)
 
 
 def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, args, kwargs):
     input_ids = kwargs.get("input_ids", args[0] if args else None)
+    times = None
+    if (
+        rotary.compression.active
+        and kwargs.get("input_features") is not None
+        and input_ids is not None
+        and kwargs.get("inputs_embeds") is None
+        and input_ids.shape[1] != 1
+    ):
+        times = _compress_inputs(rotary, module, input_ids, audio_token_id, kwargs)
     embeds = kwargs.get("inputs_embeds")
     ref = input_ids if input_ids is not None else embeds
     bsz, seqlen = ref.shape[:2]
@@ -173,8 +233,10 @@ def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, a
         else:  # a continuation given as embeddings carries no audio tokens of its own
             audio = torch.zeros(bsz, seqlen, dtype=torch.bool, device=device)
         prior = getattr(past, _STATE_ATTR, None) if past is not None else None
-        prior = prior if prior is not None else (torch.zeros(bsz, device=device),) * 2
-        rotary.plan, state = _plan(rotary.cfg, audio, position_ids, prior)
+        prior = prior if prior is not None else (torch.zeros(bsz, device=device),) * 3
+        if times is not None:
+            times = AudioTimes(*(t[:, -seqlen:] for t in times))
+        rotary.plan, state = _plan(rotary.cfg, audio, position_ids, prior, times)
     rotary.plan_shape = (bsz, seqlen)
     rotary.pending_state = state
     return args, kwargs
@@ -191,27 +253,33 @@ def _after_forward(rotary: AudioRotaryEmbedding, module, args, kwargs, output):
     return output
 
 
-def largest_positions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Largest position each row reaches under the model's active method (what RoPE sees), (B,)."""
+def largest_positions(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, times: AudioTimes | None = None
+) -> torch.Tensor:
+    """Largest position each row reaches under the model's active method (what RoPE sees), (B,); ``times`` for
+    compressed audio (its positions are time-aligned)."""
     audio_model = find_audio_model(model)
     cfg = current_config(model)
     raw = raw_positions(attention_mask)
     real = attention_mask != 0
     audio = (input_ids == audio_model.config.audio_token_id) & real
+    aligned = warp_positions(audio, raw, None, times=times)
     if cfg.method == "vanilla":
-        pos = raw.float()
+        pos = aligned.positions
     elif cfg.method.startswith("whole"):
-        factor = whole_factor(audio.sum(-1), cfg.span, clamp=cfg.virtual_audio_tokens is None)
-        pos = raw.float() / factor[:, None]
+        factor = whole_factor(aligned.audio_time, cfg.span, clamp=cfg.virtual_audio_tokens is None)
+        pos = aligned.positions / factor[:, None]
     else:
-        pos = warp_positions(audio, raw, cfg.span, warp_all=cfg.virtual_audio_tokens is not None).positions
+        pos = warp_positions(audio, raw, cfg.span, cfg.virtual_audio_tokens is not None, times).positions
     return pos.masked_fill(~real, float("-inf")).amax(-1)
 
 
-def warn_if_beyond_context(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
+def warn_if_beyond_context(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, times: AudioTimes | None = None
+) -> bool:
     """Warn (not fail: the paper evaluates exactly this) when a row's positions pass ``max_position_embeddings``."""
     limit = find_audio_model(model).language_model.config.max_position_embeddings
-    top = float(largest_positions(model, input_ids, attention_mask).max())
+    top = float(largest_positions(model, input_ids, attention_mask, times).max())
     if top >= limit:
         warnings.warn(
             f"sequence reaches position {top:.0f} under {current_config(model).method} RoPE, beyond the text model's "

@@ -5,6 +5,13 @@ positions: text before the run keeps its positions; the j-th audio token gets ``
 (``linspace(p, p+S-1, n)``); every later token is shifted by ``S - n``. Runs are warped independently and shifts
 accumulate. A run is left untouched (no warp, no temperature) when ``n <= S``, unless ``warp_all`` (VLAT) is set.
 
+**Compressed audio** (:mod:`vlat.compression`): a run of m tokens then stands for n > m tokens of the uncompressed
+25 tokens/s grid, and its tokens are placed by *time*, not by count: token j, whose time in the run is ``c_j``
+(the mean uncompressed index it covers, :class:`AudioTimes`), gets ``p + c_j`` unwarped and ``p + c_j (S-1)/(n-1)``
+warped; the run occupies n (or S) positions as it would uncompressed, so later tokens are shifted by ``n - m``
+(or ``S - m``), and whether it is warped depends on n. The same seconds land on the same positions with or without
+compression. Without times, ``c_j = j`` and ``n = m``: the formulas above.
+
 Everything is vectorised over the batch (no host synchronisation), so it costs a few small kernels per forward.
 """
 
@@ -15,10 +22,18 @@ from typing import NamedTuple
 import torch
 
 
+class AudioTimes(NamedTuple):
+    """Time of each audio token inside its run, in uncompressed token indices (0 for text): (B, T) float32."""
+
+    centre: torch.Tensor  # the token's time: mean index of what it covers
+    stop: torch.Tensor  # end of what it covers; the run's largest stop is its uncompressed length n
+
+
 class WarpedPositions(NamedTuple):
     positions: torch.Tensor  # (B, T) float32: positions used by interpolated frequency pairs
     warped_audio: torch.Tensor  # (B, T) bool: audio tokens inside a warped run (they take the temperature)
-    shift: torch.Tensor  # (B,) float32: total shift S - n summed over the warped runs (continues decoding)
+    shift: torch.Tensor  # (B,) float32: total shift (S or n) - m summed over the runs (continues decoding)
+    audio_time: torch.Tensor  # (B,) float32: uncompressed audio tokens n summed over the runs
 
 
 def raw_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -27,11 +42,18 @@ def raw_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(attention_mask == 0, 1)
 
 
-def warp_positions(audio_mask: torch.Tensor, raw: torch.Tensor, span: int, warp_all: bool = False) -> WarpedPositions:
+def warp_positions(
+    audio_mask: torch.Tensor,
+    raw: torch.Tensor,
+    span: int | None,
+    warp_all: bool = False,
+    times: AudioTimes | None = None,
+) -> WarpedPositions:
     """Warp each contiguous audio run of ``audio_mask`` (B, T) onto ``span`` positions; see the module docstring.
 
-    ``raw`` (B, T) are the unwarped positions (consecutive inside an audio run). Positions are returned relative to
-    the same origin as ``raw``; a caller continuing a cached sequence adds the shift of the earlier chunks.
+    ``raw`` (B, T) are the unwarped positions (consecutive inside an audio run). ``span`` None warps nothing (with
+    ``times``: the time-aligned unwarped positions). Positions are returned relative to the same origin as ``raw``;
+    a caller continuing a cached sequence adds the shift of the earlier chunks.
     """
     a = audio_mask.bool()
     bsz, seqlen = a.shape
@@ -46,20 +68,28 @@ def warp_positions(audio_mask: torch.Tensor, raw: torch.Tensor, span: int, warp_
     first = torch.zeros(bsz, slots, device=a.device).scatter_add_(1, run_id, count * start)
     j = (count - first.gather(1, run_id)) * af  # (B, T) index inside the run (0 for text)
 
-    span_f = float(span)
+    if times is None:  # uncompressed: time = index, n = count
+        c, n_time = j, n
+    else:
+        c = times.centre.to(torch.float32) * af
+        n_time = torch.zeros(bsz, slots, device=a.device).scatter_reduce_(1, run_id, times.stop * af, "amax")
+
     is_run = n > 0
-    warp = is_run & ((n > span_f) if not warp_all else torch.ones_like(is_run))
-    s_eff = torch.where(warp, torch.full_like(n, span_f), n)
+    if span is None:
+        warp = torch.zeros_like(is_run)
+    else:
+        warp = is_run & ((n_time > float(span)) if not warp_all else torch.ones_like(is_run))
+    s_eff = torch.where(warp, torch.full_like(n, float(span or 0)), n_time)
     delta = s_eff - n  # (B, R) shift added after each run
-    step = torch.where(warp & (n > 1), (s_eff - 1) / (n - 1).clamp(min=1), torch.ones_like(n))
+    step = torch.where(warp & (n_time > 1), (s_eff - 1) / (n_time - 1).clamp(min=1), torch.ones_like(n))
     cum_incl = delta.cumsum(-1)
     cum_excl = cum_incl - delta
 
-    audio_pos = raw - j + cum_excl.gather(1, run_id) + j * step.gather(1, run_id)
+    audio_pos = raw - j + cum_excl.gather(1, run_id) + c * step.gather(1, run_id)
     text_pos = raw + cum_incl.gather(1, run_id)
     positions = torch.where(a, audio_pos, text_pos)
     warped_audio = a & warp.gather(1, run_id)
-    return WarpedPositions(positions, warped_audio, cum_incl[:, -1])
+    return WarpedPositions(positions, warped_audio, cum_incl[:, -1], n_time[:, 1:].sum(-1))
 
 
 def whole_factor(audio_tokens: torch.Tensor, span: int, clamp: bool = True) -> torch.Tensor:
