@@ -37,6 +37,7 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("train_loop.py", ["step_s/fast", "step_s/plain", "speedup_fast_vs_plain"]),
         ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
+        ("compression.py", ["audio_tokens/1min/pool:2", "questions_per_s/1min/ltbm:0.5", "train_step_s/1min/ltbm:0.5"]),
         (
             "eval_throughput.py",
             ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],

@@ -236,3 +236,35 @@ def test_bucket_beyond_memory_is_skipped_in_one_line(how, tmp_path, tiny_model_d
     assert data["memory_skipped"] == {"1.25": len(test_rows) - short}
     preds = [json.loads(x) for x in open(out / "predictions.jsonl")]
     assert {p["length"] for p in preds} == {0.5}
+
+
+def test_evaluate_each_compression_setting(tmp_path, tiny_model_dir, synth_dir):
+    """--audio-compression: every setting evaluated, with its token counts (30 s: 750 -> 375; 75 s: 1875 -> 938),
+    one column group per setting and method; a bad setting is a one-line error before the model loads."""
+    out = tmp_path / "eval"
+    args = ["--model", tiny_model_dir, "--data", synth_dir, "--methods", "vanilla,partial_pi", "--lengths", "0.5,1"]
+    res = evaluate(*args, "--audio-compression", "none,pool:2,ltbm:0.5:global", "--output", out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())["results"]
+    settings = ("none", "pool:2", "ltbm:0.5:global")
+    assert {(r["compression"], r["method"], r["length_min"]) for r in results} == {
+        (c, m, x) for c in settings for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
+    }
+    tokens = {"none": (750, 1875), "pool:2": (375, 938), "ltbm:0.5:global": (375, 938)}
+    for r in results:
+        assert r["audio_tokens_mean"] == tokens[r["compression"]][r["length_min"] == 1.0]
+    questions = {(r["compression"], r["method"], r["length_min"]): r["questions"] for r in results}
+    assert len({(m, x, n) for (_, m, x), n in questions.items()}) == 4  # every setting scores the same questions
+    preds = [json.loads(x) for x in open(out / "predictions.jsonl")]
+    assert {p["compression"] for p in preds} == set(settings)
+    md = (out / "results.md").read_text()
+    assert "pool:2 · partial_pi · 1 min" in md and "ltbm:0.5:global · vanilla · 0.5 min" in md
+    with open(out / "results.csv") as f:
+        assert {row["compression"] for row in csv.DictReader(f)} == set(settings)
+
+    bad = evaluate(*args, "--audio-compression", "none,pool:1", "--output", tmp_path / "bad")
+    assert bad.returncode == 2 and not (tmp_path / "bad").exists()
+    assert bad.stderr.strip().splitlines() == [
+        "evaluate.py: error: --audio-compression: 'pool:1' is not none, pool:K (K >= 2) or ltbm:R[:W|:global] "
+        "(0 < R < 1)"
+    ]

@@ -98,3 +98,27 @@ def test_sweep_cli_writes_heatmap(tmp_path, tiny_model_dir, synth_dir):
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"sweep.py: error: --model {tmp_path / 'no-model'}: no such directory (and not a hub id)"
     ]
+
+
+def test_sweep_under_compression(tiny_model_dir, synth_dir):
+    ev = Evaluator(
+        EvalSpec(
+            model=str(tiny_model_dir),
+            data=str(synth_dir),
+            methods=["partial_yarn"],
+            compressions=["ltbm:0.5"],
+            original_audio_seconds=20,
+            lengths=[1.25],
+            dtype="float32",
+            attn_implementation="sdpa",
+        )
+    )
+    lengths = []
+    hook = find_audio_model(ev.model).language_model.register_forward_pre_hook(
+        lambda m, a, k: lengths.append(k["inputs_embeds"].shape[1]), with_kwargs=True
+    )
+    result = run_sweep(ev, 1.25, [0, 4], [1.0, 1.4], progress=False)
+    hook.remove()
+    assert result["audio_compression"] == "ltbm:0.5" and np.array(result["accuracy"]).shape == (2, 2)
+    # prefixes hold 938 audio tokens (375 + 375 + 188), not 1875: the longest forward is the prefix prefill
+    assert 938 < max(lengths) < 1875

@@ -191,7 +191,7 @@ def test_ddp_epoch_with_workers_sees_every_question_once(tmp_path, tiny_model_di
     config, run = write_config(tmp_path, tiny_model_dir, yodas2_dir, workers=2, **DDP_ONE_EPOCH)
     config = with_callback(config, "tests.id_recorder.RecordIds", out=str(ids_dir))
     train(config)
-    seen = {"train": [], "val": []}
+    seen = {"train": [], "val": [], "train_audio_tokens": []}
     for path in ids_dir.glob("rank*.json"):
         for k, v in json.loads(path.read_text()).items():
             seen[k] += v
@@ -231,3 +231,34 @@ def test_every_shipped_config_parses(config, tmp_path, monkeypatch, tiny_model_d
         if stripped and not stripped.startswith(("#", "- class_path", "class_path", "init_args")) and ":" in stripped:
             if not stripped.endswith(":"):
                 assert "#" in stripped, f"{config.name}: uncommented key: {stripped}"
+
+
+def test_training_on_compressed_audio(tmp_path, tiny_model_dir, synth_dir):
+    """model.audio_compression reaches the data (linked): prompts hold the pooled counts (30 s: 750 -> 375;
+    75 s: 750 + 750 + 375 -> 375 + 375 + 188) and LoRA trains and validates on them."""
+    ids_dir = tmp_path / "ids"
+    config, run = write_config(
+        tmp_path,
+        tiny_model_dir,
+        synth_dir,
+        **{
+            "trainer.max_steps": 4,
+            "trainer.val_check_interval": 4,
+            "model.audio_compression": "pool:2",
+            "trainer.callbacks.1.init_args.every_n_train_steps": 4,
+        },
+    )
+    train(with_callback(config, "tests.id_recorder.RecordIds", out=str(ids_dir)))
+    seen = json.loads((ids_dir / "rank0.json").read_text())
+    assert set(seen["train_audio_tokens"]) == {375, 938}
+    loss = scalars(run, "train/loss")
+    assert len(loss) == 4 and all(torch.isfinite(torch.tensor(list(loss.values()))))
+    assert scalars(run, "val/acc_0_5min") and scalars(run, "val/acc_1min")
+    saved = yaml.safe_load(next(run.rglob("config.yaml")).read_text())  # the data side is linked, not saved
+    assert saved["model"]["audio_compression"] == "pool:2"
+    assert (run / "checkpoints" / "epoch=0-step=4-adapter" / "adapter_model.safetensors").exists()
+
+    bad, _ = write_config(tmp_path / "bad", tiny_model_dir, synth_dir, **{"model.audio_compression": "pool:1"})
+    res = train(bad, check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("train.py: error: model.audio_compression: 'pool:1'")

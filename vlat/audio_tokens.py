@@ -69,7 +69,8 @@ def encode_audio(
         c = compress(hidden, lengths, comp)
         keep = torch.arange(c.x.shape[1], device=device)[None] < c.counts[:, None]
         win = torch.arange(lo, lo + len(feats), device=device)[:, None].expand_as(keep)
-        parts.append((audio_model.multi_modal_projector(c.x[keep]), win[keep], c.centre[keep], c.stop[keep], lengths))
+        projected = audio_model.multi_modal_projector(c.x)  # (W, M, hidden): as the stock forward, then selected
+        parts.append((projected[keep], win[keep], c.centre[keep], c.stop[keep], lengths))
     embeds, win, centre, stop, lengths = (torch.cat(t) for t in zip(*parts, strict=True))
     return AudioTokens(embeds, win, centre.float(), stop.float(), lengths, comp)
 

@@ -188,7 +188,7 @@ def validate(spec: EvalSpec) -> None:
     try:
         settings = [str(AudioCompression.parse(c)) for c in spec.compressions]
     except ConfigError as e:
-        raise EvalInputError(f"--{str(e).replace('_', '-')}") from None
+        raise EvalInputError("--audio-compression" + str(e).removeprefix("audio_compression")) from None
     if not settings or len(set(settings)) != len(settings):
         raise EvalInputError(f"--audio-compression: {spec.compressions} must name distinct settings")
     try:
