@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data or base.get("data", {}).get("source"),
         split=args.split,
         methods=args.methods,
+        compressions=[base.get("model", {}).get("audio_compression", "none")],  # as the adapters were trained
         lengths=args.lengths,
         original_audio_seconds=args.original_audio_seconds,
         max_questions=args.max_questions,

@@ -81,3 +81,37 @@ def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_di
     single = (out / "comparison.md").read_text()
     assert "| limited |" in single and "±" not in single.split("\n", 2)[2]
     assert all(line.endswith(",") for line in (out / "comparison.csv").read_text().splitlines()[1:])
+
+
+def test_compare_evaluates_under_the_trained_compression(tmp_path, tiny_model_dir, synth_dir):
+    """A base config that trains on pooled audio is evaluated on pooled audio (30 s: 375 tokens, 75 s: 938)."""
+    base = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    base["model"].update(model_name_or_path=str(tiny_model_dir), audio_compression="pool:2")
+    base["data"].update(source=str(synth_dir), num_workers=0)
+    base["trainer"].update(max_steps=1, limit_val_batches=0)
+    base_path = tmp_path / "base.yaml"
+    base_path.write_text(yaml.safe_dump(base))
+    out = tmp_path / "cmp"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "compare.py"),
+            "--base-config",
+            str(base_path),
+            "--strategies",
+            "vanilla",
+            "--seeds",
+            "0",
+            "--lengths",
+            "0.5,1",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((out / "runs" / "vanilla_seed0" / "eval" / "results.json").read_text())["results"]
+    assert {r["compression"] for r in rows} == {"pool:2"}
+    assert {r["length_min"]: r["audio_tokens_mean"] for r in rows} == {0.5: 375, 1.0: 938}

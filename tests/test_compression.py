@@ -369,3 +369,14 @@ def test_prefix_refuses_audio_of_another_setting(model, processor, recording):
     prefix, suffixes = _parts(processor, recording, "ltbm:0.5", LOGITS_PREFIX)
     with pytest.raises(ValueError, match="audio encoded with pool:2, model set to ltbm:0.5"):
         prefix_mod.score_questions(model, prefix, suffixes, audio, option_token_ids(processor.tokenizer))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["pool:3", "ltbm:0.5", "ltbm:0.7:global"])
+def test_cuda_equals_cpu(spec):
+    torch.manual_seed(0)
+    x, lengths = torch.randn(4, 750, 64), torch.tensor([750, 750, 300, 1])
+    cfg = AudioCompression.parse(spec)
+    cpu, gpu = compress(x, lengths, cfg), compress(x.cuda(), lengths.cuda(), cfg)
+    for a, b in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(b.cpu().to(a.dtype), a, atol=1e-5, rtol=1e-5)
