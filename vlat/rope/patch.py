@@ -128,14 +128,17 @@ def _plan(
     prior_shift, prior_raw, prior_audio = prior
     if times is not None:
         aligned = warp_positions(audio, position_ids, None, times=times)
-        raw, raw_shift = aligned.positions + prior_raw[:, None], prior_raw + aligned.shift
+        raw, raw_shift, audio_time = (
+            aligned.positions + prior_raw[:, None],
+            prior_raw + aligned.shift,
+            aligned.audio_time,
+        )
     else:
-        raw, raw_shift = position_ids.to(torch.float32) + prior_raw[:, None], prior_raw
+        raw, raw_shift, audio_time = position_ids.to(torch.float32) + prior_raw[:, None], prior_raw, audio.sum(-1)
     if cfg.method == "vanilla":
-        audio_time = aligned.audio_time if times is not None else audio.sum(-1)
         return RopePlan(raw=raw), (prior_shift, raw_shift, prior_audio + audio_time)
     if cfg.method.startswith("whole"):
-        total_audio = prior_audio + (aligned.audio_time if times is not None else audio.sum(-1))
+        total_audio = prior_audio + audio_time
         factor = whole_factor(total_audio, cfg.span, clamp=cfg.virtual_audio_tokens is None)
         return RopePlan(raw=raw, factor=factor), (prior_shift, raw_shift, total_audio)
     warped = warp_positions(audio, position_ids, cfg.span, cfg.virtual_audio_tokens is not None, times)
@@ -234,8 +237,6 @@ def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, a
             audio = torch.zeros(bsz, seqlen, dtype=torch.bool, device=device)
         prior = getattr(past, _STATE_ATTR, None) if past is not None else None
         prior = prior if prior is not None else (torch.zeros(bsz, device=device),) * 3
-        if times is not None:
-            times = AudioTimes(*(t[:, -seqlen:] for t in times))
         rotary.plan, state = _plan(rotary.cfg, audio, position_ids, prior, times)
     rotary.plan_shape = (bsz, seqlen)
     rotary.pending_state = state
