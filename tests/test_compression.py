@@ -188,7 +188,7 @@ def model(tiny_model):
     yield m
 
 
-def _one_window(model, n_audio, pre=(5, 6, 7), post=(8, 9, 10, 11)):
+def _one_window(n_audio, pre=(5, 6, 7), post=(8, 9, 10, 11)):
     """A prompt of ``n_audio`` uncompressed tokens' audio (one window: 4 mel frames per token)."""
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(1, 128, 3000, generator=g)
@@ -198,7 +198,7 @@ def _one_window(model, n_audio, pre=(5, 6, 7), post=(8, 9, 10, 11)):
 
 
 def _kw(model, comp, n_audio=40):
-    feats, fmask, pre, post = _one_window(model, n_audio)
+    feats, fmask, pre, post = _one_window(n_audio)
     m = int(AudioCompression.parse(comp).count(n_audio))
     ids = torch.tensor([[*pre, *([model.config.audio_token_index] * m), *post]])
     return dict(input_ids=ids, input_features=feats, feature_attention_mask=fmask), m
@@ -380,3 +380,19 @@ def test_cuda_equals_cpu(spec):
     cpu, gpu = compress(x, lengths, cfg), compress(x.cuda(), lengths.cuda(), cfg)
     for a, b in zip(cpu, gpu, strict=True):
         torch.testing.assert_close(b.cpu().to(a.dtype), a, atol=1e-5, rtol=1e-5)
+
+
+def test_largest_positions_use_time(model):
+    """The beyond-context check sees time-aligned positions: 20 pooled tokens standing for 40 reach as far as 40."""
+    from vlat.rope import largest_positions
+
+    kw, _ = _kw(model, "pool:2")
+    ids = kw["input_ids"]
+    tokens = encode_audio(find_audio_model(model), kw["input_features"], kw["feature_attention_mask"], "pool:2")
+    times = time_layout(ids == model.config.audio_token_index, tokens)
+    mask = torch.ones_like(ids)
+    want = {"vanilla": 46.0, "partial_pi": 16.0, "whole_pi": 46 / 4}  # text after at p + n = 43 (.. 46); p + S = 13
+    for method, top in want.items():
+        apply_audio_rope(model, AudioRopeConfig(method, original_audio_tokens=10))
+        apply_audio_compression(model, "pool:2")
+        assert largest_positions(model, ids, mask, times).tolist() == [top]

@@ -414,7 +414,7 @@ class Evaluator:
 def aggregate(preds: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for p in preds:
-        groups[(p["adapter"], p.get("compression", "none"), p["method"], p["length"])].append(p)
+        groups[(p["adapter"], p["compression"], p["method"], p["length"])].append(p)
     rows = []
     for (adapter, compression, method, length), ps in groups.items():
         rows.append(

@@ -264,12 +264,11 @@ def largest_positions(
     raw = raw_positions(attention_mask)
     real = attention_mask != 0
     audio = (input_ids == audio_model.config.audio_token_id) & real
-    aligned = warp_positions(audio, raw, None, times=times)
-    if cfg.method == "vanilla":
+    if cfg.method.startswith(("vanilla", "whole")):
+        aligned = warp_positions(audio, raw, None, times=times)  # raw positions (time-aligned when compressed)
         pos = aligned.positions
-    elif cfg.method.startswith("whole"):
-        factor = whole_factor(aligned.audio_time, cfg.span, clamp=cfg.virtual_audio_tokens is None)
-        pos = aligned.positions / factor[:, None]
+        if cfg.method != "vanilla":
+            pos = pos / whole_factor(aligned.audio_time, cfg.span, clamp=cfg.virtual_audio_tokens is None)[:, None]
     else:
         pos = warp_positions(audio, raw, cfg.span, cfg.virtual_audio_tokens is not None, times).positions
     return pos.masked_fill(~real, float("-inf")).amax(-1)
