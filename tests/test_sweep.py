@@ -12,8 +12,9 @@ from vlat.rope import find_audio_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_grid_reuses_one_audio_encoding_per_recording(tiny_model_dir, synth_dir):
-    ev = Evaluator(
+def _evaluator(tiny_model_dir, synth_dir, **spec) -> Evaluator:
+    """The sweep's evaluator over the 75-s recordings (bucket 1.25 min), window 20 s."""
+    return Evaluator(
         EvalSpec(
             model=str(tiny_model_dir),
             data=str(synth_dir),
@@ -22,8 +23,13 @@ def test_grid_reuses_one_audio_encoding_per_recording(tiny_model_dir, synth_dir)
             lengths=[1.25],
             dtype="float32",
             attn_implementation="sdpa",
+            **spec,
         )
     )
+
+
+def test_grid_reuses_one_audio_encoding_per_recording(tiny_model_dir, synth_dir):
+    ev = _evaluator(tiny_model_dir, synth_dir)
     calls = []
     find_audio_model(ev.model).audio_tower.register_forward_hook(lambda *a: calls.append(1))
     result = run_sweep(ev, 1.25, [0, 4, 8], [0.8, 1.0, 1.6], progress=False)
@@ -101,18 +107,7 @@ def test_sweep_cli_writes_heatmap(tmp_path, tiny_model_dir, synth_dir):
 
 
 def test_sweep_under_compression(tiny_model_dir, synth_dir):
-    ev = Evaluator(
-        EvalSpec(
-            model=str(tiny_model_dir),
-            data=str(synth_dir),
-            methods=["partial_yarn"],
-            compressions=["ltbm:0.5"],
-            original_audio_seconds=20,
-            lengths=[1.25],
-            dtype="float32",
-            attn_implementation="sdpa",
-        )
-    )
+    ev = _evaluator(tiny_model_dir, synth_dir, compressions=["ltbm:0.5"])
     lengths = []
     hook = find_audio_model(ev.model).language_model.register_forward_pre_hook(
         lambda m, a, k: lengths.append(k["inputs_embeds"].shape[1]), with_kwargs=True
