@@ -74,12 +74,14 @@ def bench_model(size: str, device: str, dtype: torch.dtype, attn: str, layers: i
     return model
 
 
-def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0) -> dict:
+def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0, compression=None) -> dict:
     """One MCQA-shaped training example: random text ids around ``seconds`` of audio, random log-mel features.
 
-    Token counts follow the extractor's window arithmetic (30-s windows, 750 tokens each; a shorter last window).
+    Token counts follow the extractor's window arithmetic (30-s windows, 750 tokens each; a shorter last window),
+    per window compressed by ``compression`` (a ``vlat.compression`` setting; ``audio_tokens``: the run's length).
     """
     from vlat.audio import audio_tokens_for_frames
+    from vlat.compression import AudioCompression
     from vlat.prompts import IGNORE_INDEX
 
     g = torch.Generator().manual_seed(seed)
@@ -88,7 +90,7 @@ def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0) -> dic
     fmask = torch.zeros(len(per_window), 3000, dtype=torch.long)
     for w, n in enumerate(per_window):
         fmask[w, :n] = 1
-    n_audio = int(audio_tokens_for_frames(fmask.sum(-1)).sum())
+    n_audio = int(AudioCompression.parse(compression).count(audio_tokens_for_frames(fmask.sum(-1))).sum())
 
     def text(n: int) -> torch.Tensor:  # ordinary tokens (byte tokens in the tiny vocabulary): never a special id
         return torch.randint(0, 256, (n,), generator=g)

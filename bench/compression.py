@@ -52,23 +52,6 @@ OPTION_IDS = [49, 50, 51, 52]
 SETTINGS = ["none", "pool:2", "pool:3", "ltbm:0.5", "ltbm:0.5:global", "ltbm:0.67"]
 
 
-def example(model, minutes: float, comp: AudioCompression) -> dict:
-    """The synthetic example with its audio run shortened to the compressed count."""
-    aid = model.config.audio_token_index
-    ex = synthetic_example(aid, minutes * 60)
-    from vlat.audio import audio_tokens_for_frames
-
-    m = int(comp.count(audio_tokens_for_frames(ex["feature_attention_mask"].sum(-1))).sum())
-    ids, labels = ex["input_ids"], ex["labels"]
-    audio = ids == aid
-    first = int(audio.nonzero()[0])
-    keep = torch.ones_like(audio)
-    keep[first + m : first + int(audio.sum())] = False
-    ex.update(input_ids=ids[keep], labels=labels[keep], attention_mask=torch.ones(int(keep.sum()), dtype=torch.long))
-    ex["llm_audio_tokens"] = m
-    return ex
-
-
 def compress_seconds(model, ex, comp: AudioCompression, rounds: int) -> float:
     """Seconds of ``compress`` alone on an encoder output of the recording's shape (windows x 750 x d_model)."""
     from vlat.audio import audio_tokens_for_frames
@@ -137,8 +120,8 @@ def main() -> None:
     for minutes in args.minutes:
         for comp in settings:
             apply_audio_compression(model, comp)
-            ex = example(model, minutes, comp)
-            run = {"minutes": minutes, "compression": str(comp), "audio_tokens": ex["llm_audio_tokens"]}
+            ex = synthetic_example(model.config.audio_token_index, minutes * 60, compression=comp)
+            run = {"minutes": minutes, "compression": str(comp), "audio_tokens": ex["audio_tokens"]}
             try:
                 model.eval()
                 with torch.no_grad():

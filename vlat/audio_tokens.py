@@ -75,6 +75,13 @@ def encode_audio(
     return AudioTokens(embeds, win, centre.float(), stop.float(), lengths, comp)
 
 
+def prompt_embeds(audio_model, input_ids: torch.Tensor, tokens: AudioTokens) -> torch.Tensor:
+    """Token embeddings of ``input_ids`` (B, T) with ``tokens`` placed in its ``<|AUDIO|>`` run(s), in order."""
+    embeds = audio_model.get_input_embeddings()(input_ids)
+    audio = (input_ids == audio_model.config.audio_token_id)[..., None]
+    return embeds.masked_scatter(audio, tokens.embeds.to(embeds.dtype))
+
+
 def time_layout(audio_mask: torch.Tensor, tokens: AudioTokens) -> AudioTimes:
     """Time of every audio token of ``audio_mask`` (B, T) inside its run: (B, T) centre and stop.
 

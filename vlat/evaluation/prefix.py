@@ -24,7 +24,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from vlat import audio_tokens
-from vlat.audio_tokens import AudioTokens, time_layout
+from vlat.audio_tokens import AudioTokens, prompt_embeds, time_layout
 from vlat.lm_head import backbone
 from vlat.rope import current_compression, find_audio_model, plan_chunked_prefill
 from vlat.scoring import Prediction, parse_answer
@@ -99,12 +99,11 @@ def prefill(
     audio_model = find_audio_model(model)
     device = audio.device
     ids = torch.tensor([list(prefix_ids)], device=device)
-    embeds = audio_model.get_input_embeddings()(ids)
     audio_mask = ids == audio_model.config.audio_token_id
     if audio.compression != current_compression(model):
         raise ValueError(f"audio encoded with {audio.compression}, model set to {current_compression(model)}")
     times = time_layout(audio_mask, audio) if audio.compression.active else None
-    embeds = embeds.masked_scatter(audio_mask[..., None], audio.embeds.to(embeds.dtype))
+    embeds = prompt_embeds(audio_model, ids, audio)
     cache = reserved_cache(capacity)
     plan_chunked_prefill(model, ids, cache, times)
     step = chunk if chunk and chunk > 0 else ids.shape[1]

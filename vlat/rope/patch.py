@@ -179,7 +179,7 @@ def _chunk_of(prefill, past_len: int, seqlen: int) -> tuple[RopePlan, tuple]:
 
 def _compress_inputs(rotary: AudioRotaryEmbedding, module, input_ids, audio_token_id: int, kwargs) -> AudioTimes:
     """Encode and compress this call's audio into ``inputs_embeds``; the audio tokens' times."""
-    from vlat.audio_tokens import encode_audio, time_layout
+    from vlat.audio_tokens import encode_audio, prompt_embeds, time_layout
 
     tokens = encode_audio(module, kwargs["input_features"], kwargs["feature_attention_mask"], rotary.compression)
     audio = input_ids == audio_token_id
@@ -188,8 +188,7 @@ def _compress_inputs(rotary: AudioRotaryEmbedding, module, input_ids, audio_toke
             f"audio compression {rotary.compression}: the prompt holds {int(audio.sum())} <|AUDIO|> tokens but its "
             f"audio gives {len(tokens)}; build prompts with the same compression setting"
         )
-    embeds = module.get_input_embeddings()(input_ids)
-    kwargs["inputs_embeds"] = embeds.masked_scatter(audio[..., None], tokens.embeds.to(embeds.dtype))
+    kwargs["inputs_embeds"] = prompt_embeds(module, input_ids, tokens)
     kwargs["input_features"] = None
     return time_layout(audio, tokens)
 
