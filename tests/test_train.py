@@ -237,10 +237,11 @@ def test_training_on_compressed_audio(tmp_path, tiny_model_dir, synth_dir):
     """model.audio_compression reaches the data (linked): prompts hold the pooled counts (30 s: 750 -> 375;
     75 s: 750 + 750 + 375 -> 375 + 375 + 188) and LoRA trains and validates on them."""
     ids_dir = tmp_path / "ids"
-    config, run = write_config(
+    config, run = write_config(  # the shipped 2 DataLoader workers: the setting reaches them
         tmp_path,
         tiny_model_dir,
         synth_dir,
+        workers=2,
         **{
             "trainer.max_steps": 4,
             "trainer.val_check_interval": 4,
