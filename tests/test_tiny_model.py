@@ -37,3 +37,34 @@ def test_cli_writes_loadable_dir(tmp_path):
     assert res.returncode == 0, res.stderr
     Qwen2AudioForConditionalGeneration.from_pretrained(out)
     AutoProcessor.from_pretrained(out)
+
+
+def test_tokenizer_with_a_corpus_learns_its_words_and_still_encodes_anything(tmp_path):
+    from vlat.testing.tiny_model import build_tokenizer
+
+    plain = build_tokenizer()
+    words = build_tokenizer(corpus=["Which tone is heard first in the recording?", "(1) amber (2) blue"])
+    assert len(plain) == 256 + 6  # bytes + the six special tokens
+    text = "Which tone is heard first? (3) blue"
+    assert words.convert_ids_to_tokens(words(text).input_ids) == [
+        "Which",
+        "Ġtone",
+        "Ġis",
+        "Ġheard",
+        "Ġfirst",
+        "?",
+        "Ġ(",
+        "3",
+        ")",
+        "Ġblue",
+    ]  # learnt words (and " (") are single tokens; digits stay apart (answer scoring reads the digit)
+    for tok in (plain, words):
+        for s in ["héllo wörld 🎵 (4) ember", "<|im_start|>user\n<|AUDIO|><|im_end|>"]:
+            assert tok.decode(tok(s).input_ids) == s
+        for special in ["<|AUDIO|>", "<|im_end|>", "<|endoftext|>"]:
+            assert len(tok(special).input_ids) == 1
+    words.save_pretrained(tmp_path)  # survives a save/load round trip as a stock tokenizer
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(text).input_ids == words(text).input_ids

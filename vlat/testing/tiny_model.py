@@ -8,8 +8,10 @@ the 30-s / 3000-frame audio window (750 audio tokens) and the special tokens are
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,19 +74,39 @@ REAL_SPECIAL_IDS = {
 }
 
 
-def build_tokenizer(special_ids: dict[str, int] | None = None):
-    """A byte-level BPE Qwen2 tokenizer (256 byte tokens, no merges) plus the Qwen2-Audio special tokens: right after
-    the bytes, or at ``special_ids`` (e.g. :data:`REAL_SPECIAL_IDS`; the ids between are unused placeholders)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def build_tokenizer(special_ids: dict[str, int] | None = None, corpus: Sequence[str] = ()):
+    """A byte-level BPE Qwen2 tokenizer plus the Qwen2-Audio special tokens: right after the vocabulary, or at
+    ``special_ids`` (e.g. :data:`REAL_SPECIAL_IDS`; the ids between are unused placeholders).
+
+    Without ``corpus``: the 256 byte tokens and no merges. With it: merges learnt from ``corpus`` by ``tokenizers``'
+    BPE trainer (deterministic), so its words become single tokens as in a real vocabulary; any text still encodes.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_chars = bytes_to_unicode()
     vocab = {byte_chars[b]: i for i, b in enumerate(sorted(byte_chars))}
+    merges: list[tuple[str, str]] = []
+    if corpus:
+        learner = Tokenizer(models.BPE())
+        learner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        learner.train_from_iterator(
+            list(corpus),
+            trainers.BpeTrainer(
+                vocab_size=len(vocab) + 4096,
+                min_frequency=1,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False,
+            ),
+        )
+        learnt = learner.get_vocab()
+        vocab |= {t: len(vocab) + i for i, t in enumerate(sorted(set(learnt) - set(vocab), key=learnt.__getitem__))}
+        merges = [tuple(m) for m in json.loads(learner.to_str())["model"]["merges"]]  # [left, right] pairs
     if special_ids:
         vocab |= {f"<|unused_{i}|>": i for i in range(len(vocab), min(special_ids.values()))}
         vocab |= special_ids
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
     tokenizer = Qwen2Tokenizer(
