@@ -63,3 +63,22 @@ def processor(tiny_model_dir):
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def quick_start(tmp_path_factory):
+    """The README's quick start, run as written in a fresh directory: ``python -m vlat.testing smoke .smoke`` (the
+    base model is trained here, a few minutes) then ``python train.py --config configs/smoke.yaml``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cwd = tmp_path_factory.mktemp("quick_start")
+    for cmd in (
+        ["-m", "vlat.testing", "smoke", ".smoke"],
+        [str(root / "train.py"), "--config", str(root / "configs" / "smoke.yaml")],
+    ):
+        res = subprocess.run([sys.executable, *cmd], cwd=cwd, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-4000:]
+    return cwd

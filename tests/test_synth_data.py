@@ -127,3 +127,43 @@ def test_yodas2_layout_is_the_published_one_and_answerable(yodas2_dir):
                 picked = options[parse_label(r["label"], "r")]
                 assert picked in answers["never"] if kind == "never" else picked == answers[kind]
     assert label_types == {"string", "int64"} and sentence_sides == {True, False}
+
+
+def test_fixed_options_are_the_palette_in_order_and_answerable(tmp_path):
+    # the base model's task: a palette of four tones, three in each recording, options always the palette in order
+    cfg = SynthConfig(
+        durations=(30.0,),
+        videos_per_duration=3,
+        segments_per_video=2,
+        tones=4,
+        present_tones=3,
+        fixed_options=True,
+        seed=5,
+    )
+    d = write_synth_dataset(tmp_path / "d", cfg)
+    rows = _rows(d)["train"] + _rows(d)["test"]
+    assert len(rows) == 6 * 5
+    by_audio = {}
+    for row in rows:
+        by_audio.setdefault(row["audio"], []).append(row)
+    for audio, qs in by_audio.items():
+        wav, sr = sf.read(d / audio, dtype="float32")
+        seq = decode_tone_events(wav, sr)
+        assert set(seq) < {"amber", "blue", "coral", "dune"} and len(set(seq)) == 3
+        absent = ({"amber", "blue", "coral", "dune"} - set(seq)).pop()
+        for q in qs:
+            assert q["choices"] == ["amber", "blue", "coral", "dune"]
+            picked = q["choices"][q["answer"]]
+            assert picked == (absent if q["kind"] == "never" else answers_from_sequence(seq)[q["kind"]])
+
+
+def test_palette_settings_are_checked():
+    import pytest
+
+    for bad, field in [
+        (dict(tones=3), "tones"),
+        (dict(tones=4, present_tones=4), "present_tones"),
+        (dict(tones=5, present_tones=3, fixed_options=True), "fixed_options"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            SynthConfig(**bad).validate()

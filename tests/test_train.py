@@ -211,7 +211,7 @@ def test_every_shipped_config_parses(config, tmp_path, monkeypatch, tiny_model_d
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".smoke").mkdir()
-    (tmp_path / ".smoke" / "tiny-model").symlink_to(tiny_model_dir)  # a local model path must exist (checked early)
+    (tmp_path / ".smoke" / "base-model").symlink_to(tiny_model_dir)  # a local model path must exist (checked early)
     cli = VLATCLI(
         VLATModule,
         YODAS2MCQADataModule,

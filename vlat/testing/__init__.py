@@ -1,6 +1,7 @@
-"""Offline fixtures: a tiny random Qwen2-Audio checkpoint and a synthetic long-audio MCQA dataset.
+"""Offline fixtures: a tiny random Qwen2-Audio checkpoint, a tiny one trained to hear (:mod:`.base_model`) and a
+synthetic long-audio MCQA dataset.
 
-Both are written to disk in the same formats real users bring (a Hugging Face checkpoint directory, audio files
+All are written to disk in the same formats real users bring (a Hugging Face checkpoint directory, audio files
 plus a JSONL table), so tests exercise the real loading code without any network access.
 """
 

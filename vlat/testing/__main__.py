@@ -1,4 +1,5 @@
-"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing full-model DIR [--layers N]`` /
+"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing base-model DIR [--steps N]`` /
+``python -m vlat.testing full-model DIR [--layers N]`` /
 ``python -m vlat.testing synth-data DIR --durations 30,60,120
 [--layout yodas2]`` / ``python -m vlat.testing smoke [DIR]``."""
 
@@ -8,6 +9,7 @@ import argparse
 import sys
 
 from vlat.cliargs import OneLineParser
+from vlat.testing.base_model import BaseModelConfig, write_base_model
 from vlat.testing.synth_data import SynthConfig, write_smoke_fixtures, write_synth_dataset
 from vlat.testing.tiny_model import TinyModelConfig, write_tiny_model
 
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     tm = sub.add_parser("tiny-model", help="write a tiny random Qwen2-Audio checkpoint directory")
     tm.add_argument("dir")
     tm.add_argument("--seed", type=int, default=0)
+    bm = sub.add_parser("base-model", help="train a tiny Qwen2-Audio that hears (clips <= 30 s) and write it")
+    bm.add_argument("dir")
+    bm.add_argument("--steps", type=int, default=BaseModelConfig.steps, help="question-answering steps")
+    bm.add_argument("--seed", type=int, default=0)
     sd = sub.add_parser("synth-data", help="write a synthetic long-audio MCQA dataset")
     sd.add_argument("dir")
     sd.add_argument("--durations", type=_floats, default=SynthConfig.durations, help="seconds, comma-separated")
@@ -43,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     fm.add_argument("--audio-layers", type=int, help="audio-encoder layers (default 32)")
     fm.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     fm.add_argument("--seed", type=int, default=0)
-    sm = sub.add_parser("smoke", help="write DIR/tiny-model and DIR/synth-data (what configs/smoke.yaml uses)")
+    sm = sub.add_parser(
+        "smoke", help="write DIR/base-model (trained, a few minutes) and DIR/synth-data: what configs/smoke.yaml uses"
+    )
     sm.add_argument("dir", nargs="?", default=".smoke")
     args = parser.parse_args(argv)
     try:
@@ -59,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
             dtype = getattr(torch, args.dtype)
             out = write_full_model(args.dir, args.layers, args.audio_layers, dtype, args.seed)
+        elif args.cmd == "base-model":
+            if args.steps < 1:
+                raise ValueError(f"--steps: {args.steps} must be >= 1")
+            out = write_base_model(args.dir, BaseModelConfig(steps=args.steps, seed=args.seed))
         elif args.cmd == "tiny-model":
             out = write_tiny_model(args.dir, TinyModelConfig(seed=args.seed))
         else:

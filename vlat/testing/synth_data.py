@@ -1,9 +1,12 @@
 """Synthetic long-audio MCQA data in the YODAS2-MCQA layout, answerable from the audio itself.
 
 Each recording is a row of fixed-length *slots* (``slot_seconds`` each) over its whole duration; every slot holds one
-tone burst from a palette of eight named tones over light noise. Five questions per recording (as YODAS2-MCQA has
-five per segment) ask which tone is heard first, last, nearest the middle, most often, and never — so answering
-needs the beginning, the end and a count over the whole recording, and accuracy can be measured per length.
+tone burst from a palette of named tones (the first ``tones`` of eight) over light noise. Five questions per recording
+(as YODAS2-MCQA has five per segment) ask which tone is heard first, last, nearest the middle, most often, and never —
+so answering needs the beginning, the end and a count over the whole recording, and accuracy can be measured per
+length. Options are the correct tone and three distractors in random order, or (``fixed_options``, a palette of four)
+the whole palette in palette order: a listening task without the name-to-number lookup, which a tiny language model
+cannot learn in CPU minutes (:mod:`vlat.testing.base_model`).
 :func:`decode_tone_events` recovers the slot sequence from the waveform by spectral analysis (used by tests).
 
 Layouts written (both read by :mod:`vlat.data`); train and test always hold disjoint videos:
@@ -24,7 +27,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +63,8 @@ class SynthConfig:
     slot_seconds: float = 5.0
     tone_seconds: float = 1.5
     present_tones: int = 4  # tones used in one recording; the rest are candidates for "never heard"
+    tones: int = 8  # palette: the first `tones` of TONES
+    fixed_options: bool = False  # options = the palette (4 tones) in palette order, instead of shuffled distractors
     seed: int = 0
     layout: str = "jsonl"  # jsonl | yodas2 (see the module docstring)
     shards: int = 2  # yodas2: parquet shards per split and length folder
@@ -83,12 +88,22 @@ class SynthConfig:
             raise ValueError(f"layout: {self.layout!r} is not jsonl or yodas2")
         if self.shards < 1 or self.row_group_rows < 1:
             raise ValueError("shards and row_group_rows must be >= 1")
+        if not 4 <= self.tones <= len(TONES):
+            raise ValueError(f"tones: {self.tones} is outside 4..{len(TONES)}")
+        if not 3 <= self.present_tones < self.tones:
+            raise ValueError(f"present_tones: {self.present_tones} must be >= 3 and below tones ({self.tones})")
+        if self.fixed_options and self.tones != 4:
+            raise ValueError(f"fixed_options: the options are the palette, so tones must be 4 (got {self.tones})")
+
+    @property
+    def palette(self) -> list[str]:
+        return list(TONES)[: self.tones]
 
 
-def _slot_sequence(n_slots: int, rng: np.random.Generator, present: int) -> list[str]:
+def _slot_sequence(n_slots: int, rng: np.random.Generator, present: int, names: list[str] | None = None) -> list[str]:
     """Tone names per slot: one strictly most frequent tone, >= 3 distinct tones (distractors for "never"), and at
     least one palette tone absent."""
-    names = list(TONES)
+    names = names or list(TONES)
     chosen = [names[i] for i in rng.choice(len(names), size=present, replace=False)]
     while True:
         seq = [chosen[i] for i in rng.integers(0, present, size=n_slots)]
@@ -97,7 +112,7 @@ def _slot_sequence(n_slots: int, rng: np.random.Generator, present: int) -> list
             return seq
 
 
-def answers_from_sequence(seq: list[str]) -> dict[str, str | list[str]]:
+def answers_from_sequence(seq: list[str], palette: list[str] | None = None) -> dict[str, str | list[str]]:
     """The correct answer of every question kind, from the slot sequence alone (hand-checkable)."""
     counts = Counter(seq).most_common()
     return {
@@ -105,22 +120,31 @@ def answers_from_sequence(seq: list[str]) -> dict[str, str | list[str]]:
         "last": seq[-1],
         "middle": seq[(len(seq) - 1) // 2],
         "most": counts[0][0],
-        "never": sorted(set(TONES) - set(seq)),  # any of these is correct; one is offered
+        "never": sorted(set(palette or TONES) - set(seq)),  # any of these is correct; one is offered
     }
 
 
 def render_recording(seq: list[str], duration: float, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
     """Float32 waveform at 16 kHz: one tone burst (10-ms ramps) per slot at a random offset, over white noise."""
+    return render_events(seq, duration, cfg, rng)[0]
+
+
+def render_events(
+    seq: list[str], duration: float, cfg: SynthConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, list[int]]:
+    """:func:`render_recording`, and the first sample of every slot's tone burst."""
     total = int(round(duration * SAMPLE_RATE))
     wav = rng.normal(0.0, 0.01, size=total).astype(np.float32)
     slot = int(cfg.slot_seconds * SAMPLE_RATE)
     tone_len = int(cfg.tone_seconds * SAMPLE_RATE)
     t = np.arange(tone_len, dtype=np.float32) / SAMPLE_RATE
     ramp = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01).astype(np.float32)
+    starts = []
     for i, name in enumerate(seq):
         start = i * slot + int(rng.integers(0, slot - tone_len + 1))
         wav[start : start + tone_len] += 0.3 * ramp * np.sin(2 * np.pi * TONES[name] * t, dtype=np.float32)
-    return wav
+        starts.append(start)
+    return wav, starts
 
 
 def decode_tone_events(wav: np.ndarray, sample_rate: int, slot_seconds: float = 5.0) -> list[str]:
@@ -137,17 +161,23 @@ def decode_tone_events(wav: np.ndarray, sample_rate: int, slot_seconds: float = 
     return out
 
 
-def _questions(seq: list[str], rng: np.random.Generator) -> list[tuple[str, str, list[str], int]]:
-    answers = answers_from_sequence(seq)
+def questions_for(
+    seq: list[str], rng: np.random.Generator, cfg: SynthConfig = SynthConfig()
+) -> list[tuple[str, str, list[str], int]]:
+    """(kind, question, options, 0-based answer) of every question kind about one recording."""
+    palette = cfg.palette
+    answers = answers_from_sequence(seq, palette)
     present = sorted(set(seq))
     out = []
     for kind, text in QUESTIONS.items():
+        correct = str(rng.choice(answers["never"])) if kind == "never" else answers[kind]
+        if cfg.fixed_options:
+            out.append((kind, text, list(palette), palette.index(correct)))
+            continue
         if kind == "never":
-            correct = str(rng.choice(answers["never"]))
             pool = present
         else:
-            correct = answers[kind]
-            pool = [n for n in TONES if n != correct]
+            pool = [n for n in palette if n != correct]
         distractors = [str(x) for x in rng.choice(pool, size=3, replace=False)]
         choices = [correct, *distractors]
         order = rng.permutation(4)
@@ -165,9 +195,9 @@ def _recordings(cfg: SynthConfig):
             video_id = f"d{d_idx}v{v:03d}"
             split = "test" if v < n_test else "train"
             for s in range(cfg.segments_per_video):
-                seq = _slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones)
+                seq = _slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones, cfg.palette)
                 wav = render_recording(seq, duration, cfg, rng)
-                yield split, video_id, f"{video_id}s{s:02d}", duration, wav, _questions(seq, rng)
+                yield split, video_id, f"{video_id}s{s:02d}", duration, wav, questions_for(seq, rng, cfg)
 
 
 def _write_jsonl(tmp: Path, cfg: SynthConfig) -> None:
@@ -255,19 +285,22 @@ def write_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConf
     return out
 
 
-SMOKE_DATA = SynthConfig(
-    durations=(30.0, 60.0, 120.0), videos_per_duration=6, segments_per_video=2, seed=0, layout="yodas2"
+# The task the offline base model learns and the quick start trains on: four tones, three per recording, the
+# palette as options (see the module docstring).
+BASE_TASK = SynthConfig(tones=4, present_tones=3, fixed_options=True)
+SMOKE_DATA = replace(
+    BASE_TASK, durations=(30.0, 60.0, 120.0), videos_per_duration=6, segments_per_video=2, seed=0, layout="yodas2"
 )
 
 
-def write_smoke_fixtures(root: str | os.PathLike = ".smoke") -> Path:
-    """``root/tiny-model`` and ``root/synth-data`` (the published YODAS2-MCQA layout) for ``configs/smoke.yaml``;
-    existing ones are kept."""
-    from vlat.testing.tiny_model import write_tiny_model
+def write_smoke_fixtures(root: str | os.PathLike = ".smoke", progress=print) -> Path:
+    """``root/base-model`` (trained here, a few minutes: :mod:`vlat.testing.base_model`) and ``root/synth-data``
+    (the published YODAS2-MCQA layout) for ``configs/smoke.yaml``; existing ones are kept."""
+    from vlat.testing.base_model import RECORD, write_base_model
 
     root = Path(root)
-    if not (root / "tiny-model" / "config.json").exists():
-        write_tiny_model(root / "tiny-model")
     if not (root / "synth-data" / "2" / "train-00000-of-00002.parquet").exists():
         write_synth_dataset(root / "synth-data", SMOKE_DATA, overwrite=True)
+    if not (root / "base-model" / RECORD).exists():
+        write_base_model(root / "base-model", progress=progress)
     return root
