@@ -86,3 +86,38 @@ def test_cli_bad_input_is_one_line_before_training(tmp_path):
         assert res.returncode == 2, res.stderr
         assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_quick_start_sweep_cells_differ(quick_start, tmp_path):
+    # a Partial YaRN grid over the smoke adapter at 2 minutes: the settings change the answers (not one flat value)
+    out = tmp_path / "sweep"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "sweep.py"),
+            "--model",
+            ".smoke/base-model",
+            "--adapter",
+            "runs/smoke/checkpoints/last-adapter",
+            "--data",
+            ".smoke/synth-data",
+            "--split",
+            "test",
+            "--length",
+            "2",
+            "--cutoffs",
+            "8,4,2",
+            "--temperatures",
+            "0.6,1.0,1.4",
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=quick_start,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    grid = json.loads((out / "sweep.json").read_text())
+    assert grid["questions"] == 20
+    assert len({a for row in grid["accuracy"] for a in row}) > 1, grid["accuracy"]

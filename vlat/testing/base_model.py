@@ -42,9 +42,9 @@ from vlat.testing.synth_data import (
     SAMPLE_RATE,
     YODAS2_SENTENCE,
     SynthConfig,
-    _slot_sequence,
     questions_for,
     render_events,
+    slot_sequence,
 )
 from vlat.testing.tiny_model import TinyModelConfig, build_processor, build_tiny_model, build_tokenizer
 
@@ -102,7 +102,7 @@ class _Clips:
         from vlat.prompts import encode_recording
 
         task = self.task
-        seq = _slot_sequence(int(seconds // task.slot_seconds), self.rng, task.present_tones, task.palette)
+        seq = slot_sequence(int(seconds // task.slot_seconds), self.rng, task.present_tones, task.palette)
         wav, starts = render_events(seq, seconds, task, self.rng)
         frames = torch.full((int(seconds * TOKENS_PER_SECOND),), 0, dtype=torch.long)  # 0 = no tone
         tone_samples = int(task.tone_seconds * SAMPLE_RATE)

@@ -100,7 +100,7 @@ class SynthConfig:
         return list(TONES)[: self.tones]
 
 
-def _slot_sequence(n_slots: int, rng: np.random.Generator, present: int, names: list[str] | None = None) -> list[str]:
+def slot_sequence(n_slots: int, rng: np.random.Generator, present: int, names: list[str] | None = None) -> list[str]:
     """Tone names per slot: one strictly most frequent tone, >= 3 distinct tones (distractors for "never"), and at
     least one palette tone absent."""
     names = names or list(TONES)
@@ -195,7 +195,7 @@ def _recordings(cfg: SynthConfig):
             video_id = f"d{d_idx}v{v:03d}"
             split = "test" if v < n_test else "train"
             for s in range(cfg.segments_per_video):
-                seq = _slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones, cfg.palette)
+                seq = slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones, cfg.palette)
                 wav = render_recording(seq, duration, cfg, rng)
                 yield split, video_id, f"{video_id}s{s:02d}", duration, wav, questions_for(seq, rng, cfg)
 
