@@ -92,13 +92,14 @@ def task_corpus(task: SynthConfig = BASE_TASK) -> list[str]:
 
 
 class _Clips:
-    """Fresh clips of the task, one numpy generator for the whole run (deterministic for a seed)."""
+    """Fresh clips of the task, one numpy generator for the whole run (deterministic for a seed): each call gives
+    ``(features, questions, per-token tone labels, slot sequence)``."""
 
     def __init__(self, task: SynthConfig, processor, seed: int):
         self.task, self.processor = task, processor
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, seconds: float, with_sequence: bool = False):
+    def __call__(self, seconds: float):
         from vlat.prompts import encode_recording
 
         task = self.task
@@ -109,8 +110,7 @@ class _Clips:
         per_token = SAMPLE_RATE // TOKENS_PER_SECOND
         for name, start in zip(seq, starts, strict=True):
             frames[round(start / per_token) : (start + tone_samples) // per_token] = task.palette.index(name) + 1
-        out = encode_recording(self.processor, wav), questions_for(seq, self.rng, task), frames
-        return (*out, seq) if with_sequence else out
+        return encode_recording(self.processor, wav), questions_for(seq, self.rng, task), frames, seq
 
 
 def _transcription(processor, enc, seq: list[str]) -> dict:
@@ -132,10 +132,10 @@ def _transcription(processor, enc, seq: list[str]) -> dict:
 
 
 def _frame_loss(model, head, clips: list) -> tuple[torch.Tensor, float]:
-    feats = torch.cat([enc.features for enc, _, _ in clips])
+    feats = torch.cat([enc.features for enc, *_ in clips])
     hidden = model.model.audio_tower(feats).last_hidden_state  # (clips, 750, d): one 30-s window each
     labels = torch.full(hidden.shape[:2], -100, dtype=torch.long)
-    for i, (_, _, frames) in enumerate(clips):
+    for i, (_, _, frames, _) in enumerate(clips):
         labels[i, : len(frames)] = frames
     logits = head(hidden)
     keep = labels >= 0
@@ -172,7 +172,7 @@ def accuracy(model, processor, recordings: list, batch_size: int = 20) -> tuple[
     collate = MCQACollator(tok.pad_token_id, padding_side="left")
     items = [
         (build_mcqa_example(processor, enc, q, opts, assistant_prefix=LOGITS_PREFIX), ans, kind)
-        for enc, qs, _ in recordings
+        for enc, qs, *_ in recordings
         for kind, q, opts, ans in qs
     ]
     right: dict[str, list[bool]] = {}
@@ -233,7 +233,7 @@ def train_base_model(cfg: BaseModelConfig = BaseModelConfig(), progress=print):
             group["lr"] = cfg.learning_rate * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         examples, heard = [], []
         for _ in range(cfg.recordings_per_step):
-            enc, qs, _, seq = clips(float(clips.rng.choice(cfg.clip_seconds)), with_sequence=True)
+            enc, qs, _, seq = clips(float(clips.rng.choice(cfg.clip_seconds)))
             heard.append((enc, seq))
             for i in clips.rng.choice(len(qs), size=cfg.questions_per_recording, replace=False):
                 _, q, opts, ans = qs[int(i)]
