@@ -17,6 +17,13 @@ def _val(run: Path) -> dict[str, dict[int, float]]:
     return {tag: scalars(run, tag) for tag in ("val/acc_0_5min", "val/acc_1min", "val/acc_2min")}
 
 
+def _run_script(cwd: Path, script: str, *args: str) -> None:
+    """``script`` on the quick start's base model and smoke data, from its directory; it must succeed."""
+    cmd = [sys.executable, str(ROOT / script), "--model", ".smoke/base-model", "--data", ".smoke/synth-data", *args]
+    res = subprocess.run([*cmd, "--no-progress"], cwd=cwd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
 def test_base_model_hears_30_s(quick_start):
     record = json.loads((quick_start / ".smoke" / "base-model" / RECORD).read_text())
     assert record["accuracy_30s"] >= 0.9, record  # 200 held-out questions about fresh 30-s clips
@@ -34,29 +41,19 @@ def test_quick_start_learns_and_inference_methods_differ(quick_start, tmp_path):
 
     # evaluating its adapter: vanilla and Partial PI positions give different answers at 2 minutes
     out = tmp_path / "eval"
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "evaluate.py"),
-            "--model",
-            ".smoke/base-model",
-            "--adapter",
-            str(run / "checkpoints" / "last.ckpt"),
-            "--data",
-            ".smoke/synth-data",
-            "--methods",
-            "vanilla,partial_pi",
-            "--lengths",
-            "2",
-            "--output",
-            str(out),
-            "--no-progress",
-        ],
-        cwd=quick_start,
-        capture_output=True,
-        text=True,
+    adapter = str(run / "checkpoints" / "last.ckpt")
+    _run_script(
+        quick_start,
+        "evaluate.py",
+        "--adapter",
+        adapter,
+        "--methods",
+        "vanilla,partial_pi",
+        "--lengths",
+        "2",
+        "--output",
+        str(out),
     )
-    assert res.returncode == 0, res.stderr[-3000:]
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     by_method: dict[str, dict[str, int]] = {}
     for p in preds:
@@ -91,33 +88,22 @@ def test_cli_bad_input_is_one_line_before_training(tmp_path):
 def test_quick_start_sweep_cells_differ(quick_start, tmp_path):
     # a Partial YaRN grid over the smoke adapter at 2 minutes: the settings change the answers (not one flat value)
     out = tmp_path / "sweep"
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "sweep.py"),
-            "--model",
-            ".smoke/base-model",
-            "--adapter",
-            "runs/smoke/checkpoints/last-adapter",
-            "--data",
-            ".smoke/synth-data",
-            "--split",
-            "test",
-            "--length",
-            "2",
-            "--cutoffs",
-            "8,4,2",
-            "--temperatures",
-            "0.6,1.0,1.4",
-            "--output",
-            str(out),
-            "--no-progress",
-        ],
-        cwd=quick_start,
-        capture_output=True,
-        text=True,
+    _run_script(
+        quick_start,
+        "sweep.py",
+        "--adapter",
+        "runs/smoke/checkpoints/last-adapter",
+        "--split",
+        "test",
+        "--length",
+        "2",
+        "--cutoffs",
+        "8,4,2",
+        "--temperatures",
+        "0.6,1.0,1.4",
+        "--output",
+        str(out),
     )
-    assert res.returncode == 0, res.stderr[-3000:]
     grid = json.loads((out / "sweep.json").read_text())
     assert grid["questions"] == 20
     assert len({a for row in grid["accuracy"] for a in row}) > 1, grid["accuracy"]
