@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import soundfile as sf
@@ -167,3 +168,32 @@ def test_palette_settings_are_checked():
     ]:
         with pytest.raises(ValueError, match=field):
             SynthConfig(**bad).validate()
+
+
+def test_smoke_fixtures_are_rebuilt_when_made_with_other_settings(tmp_path, monkeypatch):
+    # an older .smoke (another task, another base model) must not be reused silently; today's is kept
+    import vlat.testing.base_model as base_model
+    from vlat.testing.synth_data import SMOKE_DATA, write_smoke_fixtures
+
+    built = []
+
+    def fake_base_model(out, cfg, progress):  # training is tested in test_base_model; here only the decision
+        out.mkdir(parents=True, exist_ok=True)
+        (out / base_model.RECORD).write_text(json.dumps({"config": json.loads(json.dumps(asdict(cfg)))}))
+        built.append(out)
+
+    monkeypatch.setattr(base_model, "write_base_model", fake_base_model)
+    root = tmp_path / ".smoke"
+    old = write_synth_dataset(root / "synth-data", SynthConfig(durations=(20.0,), videos_per_duration=2))
+    (root / "base-model").mkdir()
+    (root / "base-model" / base_model.RECORD).write_text(json.dumps({"config": {"steps": 1}}))
+
+    write_smoke_fixtures(root, progress=lambda m: None)
+    assert len(built) == 1 and not (old / "train.jsonl").exists()  # both rebuilt
+    assert sorted(p.name for p in (root / "synth-data").iterdir()) == ["0.5", "1", "2"]
+    assert json.loads((root / "synth-data.json").read_text())["fixed_options"] is SMOKE_DATA.fixed_options
+    stamp = (root / "synth-data" / "2" / "train-00000-of-00002.parquet").stat().st_mtime_ns
+
+    write_smoke_fixtures(root, progress=lambda m: None)
+    assert len(built) == 1  # today's base model is kept
+    assert (root / "synth-data" / "2" / "train-00000-of-00002.parquet").stat().st_mtime_ns == stamp

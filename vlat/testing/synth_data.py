@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -295,12 +295,27 @@ SMOKE_DATA = replace(
 
 def write_smoke_fixtures(root: str | os.PathLike = ".smoke", progress=print) -> Path:
     """``root/base-model`` (trained here, a few minutes: :mod:`vlat.testing.base_model`) and ``root/synth-data``
-    (the published YODAS2-MCQA layout) for ``configs/smoke.yaml``; existing ones are kept."""
-    from vlat.testing.base_model import RECORD, write_base_model
+    (the published YODAS2-MCQA layout) for ``configs/smoke.yaml``. Each is kept only when it was made with today's
+    settings (``root/synth-data.json``; the base model's ``vlat_base_model.json``), so fixtures from an older
+    version (another task, another base model) are rebuilt instead of silently mismatched."""
+    from vlat.testing.base_model import RECORD, BaseModelConfig, write_base_model
+
+    def settings(obj) -> dict:
+        return json.loads(json.dumps(asdict(obj)))
+
+    def recorded(path: Path, key: str | None = None):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data.get(key) if key else data
 
     root = Path(root)
-    if not (root / "synth-data" / "2" / "train-00000-of-00002.parquet").exists():
+    marker = root / "synth-data.json"
+    if recorded(marker) != settings(SMOKE_DATA) or not (root / "synth-data").is_dir():
         write_synth_dataset(root / "synth-data", SMOKE_DATA, overwrite=True)
-    if not (root / "base-model" / RECORD).exists():
-        write_base_model(root / "base-model", progress=progress)
+        marker.write_text(json.dumps(settings(SMOKE_DATA), indent=2) + "\n")
+    cfg = BaseModelConfig()
+    if recorded(root / "base-model" / RECORD, "config") != settings(cfg):
+        write_base_model(root / "base-model", cfg, progress=progress)
     return root
