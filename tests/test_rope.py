@@ -67,6 +67,17 @@ def test_positions_by_hand():
     assert two.shift.tolist() == [-3.0]
 
 
+def test_per_sample_spans_by_hand():
+    # VLAT per sample: row 0 stretches n=4 over S=7 (2, 4, 6, 8; text +3), row 1 over S=10 (2, 5, 8, 11; text +6)
+    a = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 0]] * 2).bool()
+    raw = torch.arange(8).expand(2, 8)
+    out = warp_positions(a, raw, (7, 10), warp_all=True)
+    assert out.positions.tolist() == [[0, 1, 2, 4, 6, 8, 9, 10], [0, 1, 2, 5, 8, 11, 12, 13]]
+    assert out.shift.tolist() == [3.0, 6.0]
+    with pytest.raises(ValueError, match="3 per-sample spans for a batch of 2"):
+        warp_positions(a, raw, (7, 10, 12), warp_all=True)
+
+
 def test_positions_respect_left_padding():
     # left-padded row: raw positions count real tokens only, so warping equals the unpadded row's
     a = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 0, 0, 0]]).bool()
@@ -204,6 +215,24 @@ def test_padded_batch_equals_each_alone(model, cfg, side):
         torch.testing.assert_close(cos[i][real], _captured_cos_sin(model, **kw)[0][0], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("method", ["partial_pi", "whole_yarn"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_per_sample_virtual_spans_equal_each_alone(model, method, side):
+    """A batch with per-sample virtual lengths (VLAT per sample) gives each row what it gives alone with its span."""
+    samples = [_sample(model, 40, seed=1), _sample(model, 24, pre=(5, 6), post=(9,), seed=2)]
+    apply_audio_rope(model, AudioRopeConfig(method, original_audio_tokens=10))
+    set_virtual_audio_tokens(model, (30, 70))
+    batch = _batch(samples, side)
+    out = _logits(model, **batch)
+    for i, (ids, feats, fmask) in enumerate(samples):
+        set_virtual_audio_tokens(model, (30, 70)[i])
+        kw = dict(input_ids=ids[None], input_features=feats[None], feature_attention_mask=fmask[None])
+        real = batch["attention_mask"][i].bool()
+        torch.testing.assert_close(out[i][real], _logits(model, **kw)[0], atol=2e-5, rtol=1e-4)
+    set_virtual_audio_tokens(model, 30)  # one span: row 1 differs from its per-sample result
+    assert not torch.allclose(_logits(model, **batch)[1], out[1], atol=1e-4)
+
+
 @pytest.mark.parametrize("cfg", [AudioRopeConfig("vanilla"), *CONFIGS[:4]], ids=lambda c: c.method)
 def test_generate_with_cache_equals_full_forward(model, cfg):
     apply_audio_rope(model, cfg)
@@ -278,6 +307,8 @@ def test_lora_gradients_with_checkpointing(model):
         (dict(method="partial_yarn", temperature=-1.0), "temperature"),
         (dict(original_audio_tokens=0), "original_audio_tokens"),
         (dict(virtual_audio_tokens=-5), "virtual_audio_tokens"),
+        (dict(virtual_audio_tokens=(30, 0)), "virtual_audio_tokens"),
+        (dict(virtual_audio_tokens=()), "virtual_audio_tokens"),
         (dict(method="partial_pi", cutoff_dim=8), "cutoff_dim"),
     ],
 )

@@ -55,3 +55,22 @@ def test_same_seed_same_sequence_and_state_restores():
     c = VirtualLongformCallback("dense", seed=123)
     c.load_state_dict(state)
     assert [c.draw() for _ in range(30)] == rest
+
+
+def test_per_sample_draws():
+    """Per sample: one factor per row from the strategy's set, the shared generator advanced once per batch (so a
+    restored state continues the same sequence), different rows and ranks drawing different factors."""
+    cb = VirtualLongformCallback("default", seed=3, per_sample=True)
+    batches = [cb.draw_per_sample(8) for _ in range(200)]
+    assert cb.draws == 200 and all(len(b) == 8 for b in batches)
+    flat = [f for b in batches for f in b]
+    assert set(flat) == {1.0, 5.0, 10.0, 15.0, 20.0, 25.0}
+    assert sum(len(set(b)) > 1 for b in batches) > 190  # rows of a batch differ (all equal: 6 * 6**-8 per batch)
+    state = cb.state_dict()
+    assert state["per_sample"] is True
+    rest = [cb.draw_per_sample(4, rank=1) for _ in range(20)]
+    again = VirtualLongformCallback("default", seed=99, per_sample=True)
+    again.load_state_dict(state)
+    assert [again.draw_per_sample(4, rank=1) for _ in range(20)] == rest
+    again.load_state_dict(state)
+    assert [again.draw_per_sample(4, rank=0) for _ in range(20)] != rest  # another rank, other factors

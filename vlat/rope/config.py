@@ -26,24 +26,28 @@ class AudioRopeConfig:
             interpolated (Section 3.2). 0 = every pair interpolated. Range ``[0, head_dim / 2]``.
         temperature: attention temperature ``t`` on warped audio tokens; cos and sin are scaled by ``1/sqrt(t)``.
         virtual_audio_tokens: set by VLAT during training (Section 6.1): every audio run is mapped onto this many
-            positions, stretched or compressed, whatever its real length.
+            positions, stretched or compressed, whatever its real length; a tuple gives each sample of the batch
+            its own number.
     """
 
     method: Method = "partial_pi"
     original_audio_tokens: int = 750
     cutoff_dim: int = 0
     temperature: float = 1.0
-    virtual_audio_tokens: int | None = None
+    virtual_audio_tokens: int | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
         if not (isinstance(self.original_audio_tokens, int) and self.original_audio_tokens > 0):
             raise ConfigError(f"original_audio_tokens: {self.original_audio_tokens!r} must be an integer > 0")
-        if self.virtual_audio_tokens is not None and not (
-            isinstance(self.virtual_audio_tokens, int) and self.virtual_audio_tokens > 0
-        ):
-            raise ConfigError(f"virtual_audio_tokens: {self.virtual_audio_tokens!r} must be None or an integer > 0")
+        v = self.virtual_audio_tokens
+        if v is not None and not all(isinstance(x, int) and x > 0 for x in (v if isinstance(v, tuple) else (v,))):
+            raise ConfigError(
+                f"virtual_audio_tokens: {v!r} must be None, an integer > 0 or a tuple of them (one per sample)"
+            )
+        if isinstance(v, tuple) and not v:
+            raise ConfigError("virtual_audio_tokens: an empty per-sample tuple")
         if not (isinstance(self.cutoff_dim, int) and self.cutoff_dim >= 0):
             raise ConfigError(f"cutoff_dim: {self.cutoff_dim!r} must be an integer in [0, head_dim / 2]")
         if not self.temperature > 0:
@@ -57,11 +61,11 @@ class AudioRopeConfig:
             raise ConfigError(f"cutoff_dim/temperature: only partial_yarn takes them, not {self.method}")
 
     @property
-    def span(self) -> int:
-        """S: the number of positions an audio run is mapped onto."""
+    def span(self) -> int | tuple[int, ...]:
+        """S: the number of positions an audio run is mapped onto (per sample when VLAT draws per sample)."""
         return self.virtual_audio_tokens if self.virtual_audio_tokens is not None else self.original_audio_tokens
 
-    def with_virtual(self, virtual_audio_tokens: int | None) -> AudioRopeConfig:
+    def with_virtual(self, virtual_audio_tokens: int | tuple[int, ...] | None) -> AudioRopeConfig:
         return replace(self, virtual_audio_tokens=virtual_audio_tokens)
 
     def check_head_dim(self, head_dim: int) -> None:

@@ -105,8 +105,9 @@ def current_config(model: nn.Module) -> AudioRopeConfig:
     return rotary.cfg if rotary is not None else AudioRopeConfig(method="vanilla")
 
 
-def set_virtual_audio_tokens(model: nn.Module, virtual_audio_tokens: int | None) -> None:
-    """VLAT: map every audio run onto ``virtual_audio_tokens`` positions (None = back to inference behaviour)."""
+def set_virtual_audio_tokens(model: nn.Module, virtual_audio_tokens: int | tuple[int, ...] | None) -> None:
+    """VLAT: map every audio run onto ``virtual_audio_tokens`` positions (None = back to inference behaviour; a
+    tuple: one number per sample of the next batches)."""
     rotary = installed_rope(model)
     if rotary is None:
         if virtual_audio_tokens is None:

@@ -4,6 +4,7 @@ For each sample and each contiguous run of audio tokens (first raw position p, l
 positions: text before the run keeps its positions; the j-th audio token gets ``p + j (S-1)/(n-1)``
 (``linspace(p, p+S-1, n)``); every later token is shifted by ``S - n``. Runs are warped independently and shifts
 accumulate. A run is left untouched (no warp, no temperature) when ``n <= S``, unless ``warp_all`` (VLAT) is set.
+S is one number for the whole batch, or one per sample (VLAT with per-sample virtual lengths).
 
 **Compressed audio** (:mod:`vlat.compression`): a run of m tokens then stands for n > m tokens of the uncompressed
 25 tokens/s grid, and its tokens are placed by *time*, not by count: token j, whose time in the run is ``c_j``
@@ -42,18 +43,31 @@ def raw_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(attention_mask == 0, 1)
 
 
+Span = int | tuple[int, ...]  # one span for the batch, or one per sample
+
+
+def span_tensor(span: Span, bsz: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``span`` as a float32 (B,) tensor; a per-sample span must have one entry per sample."""
+    if isinstance(span, tuple | list):
+        if len(span) != bsz:
+            raise ValueError(f"span: {len(span)} per-sample spans for a batch of {bsz}")
+        return torch.tensor(span, dtype=torch.float32, device=device)
+    return torch.full((bsz,), float(span), device=device)
+
+
 def warp_positions(
     audio_mask: torch.Tensor,
     raw: torch.Tensor,
-    span: int | None,
+    span: Span | None,
     warp_all: bool = False,
     times: AudioTimes | None = None,
 ) -> WarpedPositions:
     """Warp each contiguous audio run of ``audio_mask`` (B, T) onto ``span`` positions; see the module docstring.
 
     ``raw`` (B, T) are the unwarped positions (consecutive inside an audio run). ``span`` None warps nothing (with
-    ``times``: the time-aligned unwarped positions). Positions are returned relative to the same origin as ``raw``;
-    a caller continuing a cached sequence adds the shift of the earlier chunks.
+    ``times``: the time-aligned unwarped positions); a tuple gives each sample its own span. Positions are returned
+    relative to the same origin as ``raw``; a caller continuing a cached sequence adds the shift of the earlier
+    chunks.
     """
     a = audio_mask.bool()
     bsz, seqlen = a.shape
@@ -75,11 +89,12 @@ def warp_positions(
         n_time = torch.zeros(bsz, slots, device=a.device).scatter_reduce_(1, run_id, times.stop * af, "amax")
 
     is_run = n > 0
+    s = span_tensor(span or 0, bsz, a.device)[:, None].expand_as(n)  # (B, R)
     if span is None:
         warp = torch.zeros_like(is_run)
     else:
-        warp = is_run & ((n_time > float(span)) if not warp_all else torch.ones_like(is_run))
-    s_eff = torch.where(warp, torch.full_like(n, float(span or 0)), n_time)
+        warp = is_run & ((n_time > s) if not warp_all else torch.ones_like(is_run))
+    s_eff = torch.where(warp, s, n_time)
     delta = s_eff - n  # (B, R) shift added after each run
     step = torch.where(warp & (n_time > 1), (s_eff - 1) / (n_time - 1).clamp(min=1), torch.ones_like(n))
     cum_incl = delta.cumsum(-1)
@@ -92,7 +107,7 @@ def warp_positions(
     return WarpedPositions(positions, warped_audio, cum_incl[:, -1], n_time[:, 1:].sum(-1))
 
 
-def whole_factor(audio_tokens: torch.Tensor, span: int, clamp: bool = True) -> torch.Tensor:
+def whole_factor(audio_tokens: torch.Tensor, span: Span, clamp: bool = True) -> torch.Tensor:
     """Per-sample whole-context factor s = audio tokens / span (at least 1 unless ``clamp`` is off). (B,)."""
-    s = audio_tokens.to(torch.float32) / float(span)
+    s = audio_tokens.to(torch.float32) / span_tensor(span, audio_tokens.shape[0], audio_tokens.device)
     return s.clamp(min=1.0) if clamp else s
