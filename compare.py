@@ -3,7 +3,8 @@
     python compare.py --base-config configs/vlat_default.yaml --strategies default,dense,very_dense,limited,fixed,vanilla \\
         --seeds 0,1,2 --data yophis/yodas2-mcqa --lengths 2,5,10 --output results/strategies
 
-Each run trains with the base config (strategy, seeds and output paths replaced) into OUTPUT/runs/<strategy>_seed<N>
+A strategy name with the suffix _per_sample (default_per_sample) draws a virtual factor for every sample instead of
+one per batch. Each run trains with the base config (strategy, seeds and output paths replaced) into OUTPUT/runs/<strategy>_seed<N>
 and is evaluated under --methods (default vanilla,partial_pi). Finished runs are not redone. Writes
 comparison.md (Table 6 / Table 2 layout, mean ± std), comparison.json/csv and accuracy_vs_length.png into OUTPUT.
 Extra arguments after -- go to every train.py call (e.g. -- --trainer.max_steps 200).
@@ -40,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-questions", type=int, default=None)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
-    unknown = [s for s in args.strategies if s not in STRATEGIES]
-    if unknown:
-        p.error(f"--strategies: {unknown} not in {', '.join(STRATEGIES)}")
+    from vlat.evaluation.compare import parse_strategy
+
+    try:
+        [parse_strategy(s) for s in args.strategies]
+    except ValueError as e:
+        p.error(str(e))
     try:
         base = yaml.safe_load(open(args.base_config))
     except OSError as e:

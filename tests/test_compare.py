@@ -3,10 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
-from vlat.evaluation.compare import aggregate_seeds, run_config
+from vlat.evaluation.compare import aggregate_seeds, parse_strategy, run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +20,12 @@ def test_run_config_and_seed_aggregation(tmp_path):
     limited = run_config(yaml.safe_load((ROOT / "configs" / "vanilla_ft.yaml").read_text()), "limited", 1, tmp_path)
     assert limited["model"]["rope_method"] == "partial_pi"
     assert limited["trainer"]["callbacks"][0]["init_args"] == {"strategy": "limited", "seed": 1}
+    per_sample = run_config(base, "dense_per_sample", 2, tmp_path / "p")
+    assert per_sample["trainer"]["callbacks"][0]["init_args"] == {"strategy": "dense", "seed": 2, "per_sample": True}
+    assert parse_strategy("fixed") == ("fixed", False) and parse_strategy("fixed_per_sample") == ("fixed", True)
+    for bad in ("vanilla_per_sample", "wide", "default_per_batch"):
+        with pytest.raises(ValueError, match=f"--strategies: '{bad}' is not one of"):
+            parse_strategy(bad)
     rows = [{"strategy": "default", "method": "partial_pi", "length_min": 2.0, "accuracy": a} for a in (0.5, 0.7, 0.9)]
     (agg,) = aggregate_seeds(rows)
     assert agg["seeds"] == 3 and abs(agg["mean"] - 0.7) < 1e-12 and abs(agg["std"] - 0.2) < 1e-12
@@ -80,6 +87,14 @@ def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_di
     )
     single = (out / "comparison.md").read_text()
     assert "| limited |" in single and "±" not in single.split("\n", 2)[2]
+
+    # changed evaluation settings (another length): the finished run is evaluated again, not trained again
+    fourth = [*one[: one.index("--lengths")], "--lengths", "0.5", *one[one.index("--lengths") + 2 :]]
+    res = subprocess.run([*fourth, "--", "--trainer.max_steps", "3"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "limited_seed0: evaluation settings changed" in res.stdout and "done, reusing" in res.stdout
+    rows = json.loads((out / "runs" / "limited_seed0" / "eval" / "results.json").read_text())["results"]
+    assert {r["length_min"] for r in rows} == {0.5}
     assert all(line.endswith(",") for line in (out / "comparison.csv").read_text().splitlines()[1:])
 
 

@@ -1,7 +1,8 @@
 """Strategy comparison (Table 6 / Table 2 layout): train every VLAT strategy and vanilla fine-tuning for several
 seeds, evaluate each checkpoint under vanilla and Partial PI inference, aggregate mean ± std over seeds.
 
-Resumable: a run whose ``done.json`` exists is not trained again, and its ``eval/results.json`` is reused.
+Resumable: a run whose ``done.json`` exists is not trained again unless its training arguments changed, and its
+``eval/results.json`` is reused unless the evaluation settings changed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import statistics
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import asdict
 from itertools import count
 from pathlib import Path
 
@@ -21,10 +23,22 @@ from vlat.evaluation.runner import EvalInputError, EvalSpec, Evaluator
 from vlat.io import published_files, write_json_atomic
 
 STRATEGIES = ["default", "dense", "very_dense", "limited", "fixed", "vanilla"]  # "vanilla" = vanilla fine-tuning
+PER_SAMPLE = "_per_sample"  # suffix: the strategy with a virtual factor per sample instead of per batch
+
+
+def parse_strategy(name: str) -> tuple[str, bool]:
+    """``default`` -> (default, per batch); ``default_per_sample`` -> (default, per sample). Raises on unknowns."""
+    base = name.removesuffix(PER_SAMPLE)
+    if base not in STRATEGIES or (base == "vanilla" and base != name):
+        known = ", ".join([*STRATEGIES, *(f"{s}{PER_SAMPLE}" for s in STRATEGIES if s != "vanilla")])
+        raise ValueError(f"--strategies: {name!r} is not one of {known}")
+    return base, base != name
 
 
 def run_config(base: dict, strategy: str, seed: int, run_dir: Path) -> dict:
-    """The training config of one (strategy, seed) run, derived from a base config."""
+    """The training config of one (strategy, seed) run, derived from a base config (``strategy`` may carry the
+    per-sample suffix)."""
+    strategy, per_sample = parse_strategy(strategy)
     cfg = json.loads(json.dumps(base))  # deep copy
     trainer = cfg.setdefault("trainer", {})
     trainer["default_root_dir"] = str(run_dir)
@@ -37,7 +51,7 @@ def run_config(base: dict, strategy: str, seed: int, run_dir: Path) -> dict:
             0,
             {
                 "class_path": "vlat.vlat_callback.VirtualLongformCallback",
-                "init_args": {"strategy": strategy, "seed": seed},
+                "init_args": {"strategy": strategy, "seed": seed, **({"per_sample": True} if per_sample else {})},
             },
         )
     trainer["callbacks"] = callbacks
@@ -87,15 +101,22 @@ def train_run(base: dict, strategy: str, seed: int, run_dir: Path, extra: list[s
 
 
 def evaluate_run(spec: EvalSpec, adapter: Path, label: str, run_dir: Path) -> list[dict]:
+    """Evaluate a run's adapter, or reuse its ``eval/results.json`` when that was made with the same settings
+    (data, split, methods, lengths, ...; results from before settings were recorded are reused as they are)."""
     cached = run_dir / "eval" / "results.json"
-    if not cached.exists():
-        spec = EvalSpec(**{**spec.__dict__, "adapters": [f"{label}={adapter}"]})
-        evaluator = Evaluator(spec)
-        preds, rows = evaluator.run(progress=False)
-        if evaluator.memory_messages:  # a partial table would pass for a whole one
-            raise EvalInputError(f"evaluating {label}: {evaluator.memory_messages[0]}")
-        write_outputs(run_dir / "eval", rows, preds, {"adapter": str(adapter)})
-    return json.loads(cached.read_text())["results"]
+    spec = EvalSpec(**{**spec.__dict__, "adapters": [f"{label}={adapter}"]})
+    wanted = json.loads(json.dumps(asdict(spec), default=str))
+    if cached.exists():
+        recorded = json.loads(cached.read_text()).get("spec")
+        if recorded is None or recorded == wanted:
+            return json.loads(cached.read_text())["results"]
+        print(f"[compare] {run_dir.name}: evaluation settings changed, evaluating again")
+    evaluator = Evaluator(spec)
+    preds, rows = evaluator.run(progress=False)
+    if evaluator.memory_messages:  # a partial table would pass for a whole one
+        raise EvalInputError(f"evaluating {label}: {evaluator.memory_messages[0]}")
+    write_outputs(run_dir / "eval", rows, preds, {"adapter": str(adapter), "spec": wanted})
+    return rows
 
 
 def aggregate_seeds(rows: list[dict]) -> list[dict]:
