@@ -165,6 +165,9 @@ def test_palette_settings_are_checked():
         (dict(tones=3), "tones"),
         (dict(tones=4, present_tones=4), "present_tones"),
         (dict(tones=5, present_tones=3, fixed_options=True), "fixed_options"),
+        (dict(test_fraction=0.5, validation_fraction=0.6), "validation_fraction"),
+        (dict(validation_fraction=-0.1), "validation_fraction"),
+        (dict(test_fraction=1.5), "test_fraction"),
     ]:
         with pytest.raises(ValueError, match=field):
             SynthConfig(**bad).validate()

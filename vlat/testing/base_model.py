@@ -266,12 +266,27 @@ def train_base_model(cfg: BaseModelConfig = BaseModelConfig(), progress=print):
         "final_frame_accuracy": frame_acc,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "accuracy_30s": acc,
+        "accuracy_30s_questions": cfg.eval_recordings * len(QUESTIONS),
         "accuracy_30s_per_kind": per_kind,
     }
     return model, processor, record
 
 
 RECORD = "vlat_base_model.json"
+
+
+def ensure_base_model(out_dir: str | os.PathLike, cfg: BaseModelConfig = BaseModelConfig(), progress=print) -> bool:
+    """The base model in ``out_dir``, trained unless the one there was made with ``cfg`` (its ``RECORD``);
+    True when it was (re)trained."""
+    out = Path(out_dir)
+    try:
+        made_with = json.loads((out / RECORD).read_text()).get("config")
+    except (OSError, ValueError):
+        made_with = None
+    if made_with == json.loads(json.dumps(asdict(cfg))):
+        return False
+    write_base_model(out, cfg, progress=progress)
+    return True
 
 
 def write_base_model(out_dir: str | os.PathLike, cfg: BaseModelConfig = BaseModelConfig(), progress=print) -> Path:

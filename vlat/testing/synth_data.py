@@ -10,7 +10,8 @@ cannot learn in CPU minutes (:mod:`vlat.testing.base_model`).
 :func:`decode_tone_events` recovers the slot sequence from the waveform by spectral analysis (used by tests).
 
 Layouts written (both read by :mod:`vlat.data`); train and test always hold disjoint videos:
-- ``jsonl``: ``audio/<segment_id>.flac`` (16 kHz mono) plus ``train.jsonl`` and ``test.jsonl``, one question per line
+- ``jsonl``: ``audio/<segment_id>.flac`` (16 kHz mono) plus ``train.jsonl`` and ``test.jsonl`` (and
+  ``validation.jsonl`` with ``validation_fraction``), one question per line
   with ``id``, ``video_id``, ``segment_id``, ``audio`` (path relative to the table), ``duration``, ``question``,
   ``choices`` (4 strings), ``answer`` (0-based) and ``kind``;
 - ``yodas2``: exactly the published YODAS2-MCQA layout: one folder per clip length in minutes (``0.5/``, ``2/``),
@@ -60,6 +61,7 @@ class SynthConfig:
     videos_per_duration: int = 4
     segments_per_video: int = 2
     test_fraction: float = 0.25  # share of videos (not questions) held out for test.jsonl
+    validation_fraction: float = 0.0  # share of videos held out for a validation split (after the test videos)
     slot_seconds: float = 5.0
     tone_seconds: float = 1.5
     present_tones: int = 4  # tones used in one recording; the rest are candidates for "never heard"
@@ -80,8 +82,10 @@ class SynthConfig:
             raise ValueError("durations: give at least one duration")
         if self.videos_per_duration < 1 or self.segments_per_video < 1:
             raise ValueError("videos_per_duration and segments_per_video must be >= 1")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction: {self.test_fraction} is outside [0, 1)")
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(f"test_fraction: {self.test_fraction} is outside [0, 1]")
+        if not 0.0 <= self.validation_fraction <= 1.0 - self.test_fraction:
+            raise ValueError(f"validation_fraction: {self.validation_fraction} is outside [0, 1 - test_fraction]")
         if not 0 < self.tone_seconds <= self.slot_seconds:
             raise ValueError("tone_seconds must be in (0, slot_seconds]")
         if self.layout not in ("jsonl", "yodas2"):
@@ -191,9 +195,10 @@ def _recordings(cfg: SynthConfig):
     rng = np.random.default_rng(cfg.seed)
     for d_idx, duration in enumerate(cfg.durations):
         n_test = int(round(cfg.videos_per_duration * cfg.test_fraction))
+        n_val = int(round(cfg.videos_per_duration * cfg.validation_fraction))
         for v in range(cfg.videos_per_duration):
             video_id = f"d{d_idx}v{v:03d}"
-            split = "test" if v < n_test else "train"
+            split = "test" if v < n_test else "validation" if v < n_test + n_val else "train"
             for s in range(cfg.segments_per_video):
                 seq = slot_sequence(int(duration // cfg.slot_seconds), rng, cfg.present_tones, cfg.palette)
                 wav = render_recording(seq, duration, cfg, rng)
@@ -204,11 +209,11 @@ def _write_jsonl(tmp: Path, cfg: SynthConfig) -> None:
     import soundfile as sf
 
     (tmp / "audio").mkdir()
-    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    rows: dict[str, list[dict]] = {"train": [], "test": []}  # validation.jsonl too when it has videos
     for split, video_id, seg_id, duration, wav, questions in _recordings(cfg):
         sf.write(tmp / "audio" / f"{seg_id}.flac", wav, SAMPLE_RATE, subtype="PCM_16")
         for q, (kind, text, choices, answer) in enumerate(questions):
-            rows[split].append(
+            rows.setdefault(split, []).append(
                 {
                     "id": f"{seg_id}q{q}",
                     "video_id": video_id,
@@ -293,29 +298,31 @@ SMOKE_DATA = replace(
 )
 
 
+def ensure_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig) -> bool:
+    """The dataset of ``cfg`` in ``out_dir``, generated unless the one there was made with ``cfg`` (recorded in
+    ``<out_dir>.json`` beside it); True when it was (re)generated."""
+    out = Path(out_dir)
+    marker = out.with_name(out.name + ".json")
+    settings = json.loads(json.dumps(asdict(cfg)))
+    try:
+        made_with = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        made_with = None
+    if made_with == settings and out.is_dir():
+        return False
+    write_synth_dataset(out, cfg, overwrite=True)
+    marker.write_text(json.dumps(settings, indent=2) + "\n")
+    return True
+
+
 def write_smoke_fixtures(root: str | os.PathLike = ".smoke", progress=print) -> Path:
     """``root/base-model`` (trained here, a few minutes: :mod:`vlat.testing.base_model`) and ``root/synth-data``
     (the published YODAS2-MCQA layout) for ``configs/smoke.yaml``. Each is kept only when it was made with today's
     settings (``root/synth-data.json``; the base model's ``vlat_base_model.json``), so fixtures from an older
     version (another task, another base model) are rebuilt instead of silently mismatched."""
-    from vlat.testing.base_model import RECORD, BaseModelConfig, write_base_model
-
-    def settings(obj) -> dict:
-        return json.loads(json.dumps(asdict(obj)))
-
-    def recorded(path: Path, key: str | None = None):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        return data.get(key) if key else data
+    from vlat.testing.base_model import BaseModelConfig, ensure_base_model
 
     root = Path(root)
-    marker = root / "synth-data.json"
-    if recorded(marker) != settings(SMOKE_DATA) or not (root / "synth-data").is_dir():
-        write_synth_dataset(root / "synth-data", SMOKE_DATA, overwrite=True)
-        marker.write_text(json.dumps(settings(SMOKE_DATA), indent=2) + "\n")
-    cfg = BaseModelConfig()
-    if recorded(root / "base-model" / RECORD, "config") != settings(cfg):
-        write_base_model(root / "base-model", cfg, progress=progress)
+    ensure_synth_dataset(root / "synth-data", SMOKE_DATA)
+    ensure_base_model(root / "base-model", BaseModelConfig(), progress=progress)
     return root
