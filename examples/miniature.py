@@ -1,0 +1,400 @@
+"""The paper's experiment in miniature, on CPU (arXiv 2510.15231, Tables 1, 2 and 6; write-up: docs/miniature.md).
+
+    python examples/miniature.py --output runs/miniature               # the whole miniature (29 min on 2 cores)
+    python examples/miniature.py --output /tmp/miniature --tiny       # a few minutes: every stage, small sizes (CI)
+
+A tiny Qwen2-Audio that has heard only clips of at most 30 s (``python -m vlat.testing base-model``) stands in for
+Qwen2-Audio-7B-Instruct, synthetic tone questions (:data:`vlat.testing.synth_data.BASE_TASK`) for YODAS2-MCQA:
+
+- **Table 1** (training-free extension): the base model at every length under vanilla, Partial PI, Partial YaRN
+  (cutoff and temperature swept with ``sweep.py`` on the validation split, per length), Whole PI and Whole YaRN,
+  stretching from the original 30-s window and from the *observed* window: the longest length at which vanilla
+  accuracy on the validation split stays within ``--observed-tolerance`` of its 30-s accuracy (§5.1), and from
+  fixed longer windows (1 minute), so that anchoring is compared even when the observed window is the original.
+- **Tables 2 and 6** (fine-tuning): LoRA on 1-minute clips with vanilla fine-tuning and VLAT (default, dense,
+  limited, fixed strategies, and the default strategy with a virtual factor per sample instead of per batch),
+  over seeds, evaluated at longer lengths under vanilla and Partial PI inference, through ``compare.py``.
+
+Every stage runs the package's own commands (``evaluate.py``, ``sweep.py``, ``compare.py``, ``train.py``) as a user
+would; their outputs stay under OUTPUT with a log per stage in OUTPUT/logs/. Resumable: the base model and datasets
+are reused when made with the same settings, a stage whose command line is unchanged and finished is not run again,
+and ``compare.py`` reuses finished runs. Writes OUTPUT/miniature.json (settings, commands, timings, every number)
+and OUTPUT/miniature.md (the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # a checkout without `pip install -e .` still runs
+
+from vlat.cliargs import OneLineParser  # noqa: E402
+from vlat.io import check_output_dir, write_json_atomic, write_text_atomic  # noqa: E402
+from vlat.testing.base_model import RECORD, BaseModelConfig  # noqa: E402
+from vlat.testing.synth_data import BASE_TASK, SynthConfig  # noqa: E402
+
+TABLE1_METHODS = ["vanilla", "partial_pi", "partial_yarn", "whole_pi", "whole_yarn"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one miniature; :data:`FULL` is the write-up's, :data:`TINY` the CI's."""
+
+    lengths: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)  # minutes: Table 1 lengths (0.5 = the original window)
+    test_recordings: int = 20  # per length (x 5 questions)
+    validation_recordings: int = 10  # per length: the sweep and the observed window are chosen on these
+    extra_windows: tuple[float, ...] = (1.0,)  # minutes: Table 1 also stretches from these windows
+    train_recordings: int = 60  # 1-minute clips (x 5 questions) for fine-tuning
+    train_minutes: float = 1.0
+    cutoffs: tuple[int, ...] = (2, 4, 6)  # Partial YaRN grid (the tiny model's head_dim is 16: 8 frequency pairs)
+    temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2, 1.4)
+    strategies: tuple[str, ...] = ("vanilla", "default", "dense", "limited", "fixed", "default_per_sample")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    table2_lengths: tuple[float, ...] = (1.0, 2.0, 5.0)
+    steps: int = 75  # optimizer steps of each fine-tuning run (batch 4: one pass over the training questions)
+    learning_rate: float = 1e-3
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
+
+
+FULL = Plan()
+TINY = Plan(
+    lengths=(0.5, 1.0, 2.0),
+    test_recordings=4,
+    validation_recordings=2,
+    train_recordings=8,
+    cutoffs=(2, 6),
+    temperatures=(0.8, 1.2),
+    strategies=("vanilla", "default", "default_per_sample"),
+    seeds=(0, 1),
+    table2_lengths=(1.0, 2.0),
+    steps=6,  # >= log_every_n_steps (5), so the virtual factors reach TensorBoard
+)
+
+
+def datasets(plan: Plan) -> dict[str, SynthConfig]:
+    """Training clips (one length) and evaluation recordings (every length; test and validation videos)."""
+    n_eval = plan.test_recordings + plan.validation_recordings
+    return {
+        "train": replace(
+            BASE_TASK,
+            durations=(60.0 * plan.train_minutes,),
+            videos_per_duration=plan.train_recordings,
+            segments_per_video=1,
+            test_fraction=0.0,
+            seed=1,
+        ),
+        "eval": replace(
+            BASE_TASK,
+            durations=tuple(60.0 * m for m in plan.lengths),
+            videos_per_duration=n_eval,
+            segments_per_video=1,
+            test_fraction=plan.test_recordings / n_eval,
+            validation_fraction=plan.validation_recordings / n_eval,
+            seed=2,
+        ),
+    }
+
+
+def csv(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def observed_window(vanilla: dict[float, float], tolerance: float) -> float:
+    """§5.1's observed window: the longest length up to which vanilla accuracy stays within ``tolerance`` of its
+    accuracy at the shortest length (the original window). ``vanilla``: minutes -> accuracy."""
+    lengths = sorted(vanilla)
+    ref = vanilla[lengths[0]]
+    window = lengths[0]
+    for length in lengths[1:]:
+        if vanilla[length] < ref - tolerance:
+            break
+        window = length
+    return window
+
+
+def accuracies(results_json: Path, **match) -> dict[float, float]:
+    """minutes -> accuracy of the rows of an ``evaluate.py`` results.json that match ``match``."""
+    rows = json.loads(results_json.read_text())["results"]
+    return {r["length_min"]: r["accuracy"] for r in rows if all(r[k] == v for k, v in match.items())}
+
+
+class Runner:
+    """Runs each stage's command once: a stage is skipped when it finished with the same command line and the same
+    inputs (``context``: the base model's and the datasets' settings; a stage may add its own, e.g. a config file)."""
+
+    def __init__(self, out: Path, context: dict):
+        self.out = out
+        self.context = json.loads(json.dumps(context))
+        self.stages: list[dict] = []
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        (out / "stages").mkdir(exist_ok=True)
+
+    def run(self, name: str, argv: list[str], result: Path, inputs: str | None = None) -> None:
+        """Run ``python argv...`` from the repository root unless it already ran with these inputs and left
+        ``result``."""
+        context = {**self.context, "inputs": inputs}
+        marker = self.out / "stages" / f"{name}.json"
+        shown = " ".join(shlex.quote(a) for a in ["python", *argv])
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            done = None
+        if done is not None and (done["argv"], done.get("context")) == (argv, context) and result.exists():
+            print(f"[miniature] {name}: done, reusing ({done['seconds']:.0f} s)", flush=True)
+            self.stages.append(done)
+            return
+        print(f"[miniature] {name}: {shown}", flush=True)
+        t0 = time.perf_counter()
+        with open(self.out / "logs" / f"{name}.log", "w") as log:
+            res = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - t0
+        if res.returncode != 0:
+            raise RuntimeError(f"stage {name} failed (exit {res.returncode}; log: {self.out / 'logs' / name}.log)")
+        record = {"stage": name, "argv": argv, "command": shown, "seconds": round(seconds, 1), "context": context}
+        write_json_atomic(marker, record)
+        self.stages.append(record)
+        print(f"[miniature] {name}: {seconds:.0f} s", flush=True)
+
+
+def ensure_fixtures(out: Path, plan: Plan, base_model: str | None) -> tuple[Path, dict[str, Path], dict]:
+    from vlat.testing.base_model import ensure_base_model
+    from vlat.testing.synth_data import ensure_synth_dataset
+
+    timings = {}
+    if base_model is None:
+        base = out / "base-model"
+        t0 = time.perf_counter()
+        print("[miniature] base model (reused when made with these settings)", flush=True)
+        ensure_base_model(base, plan.base, progress=lambda m: print(f"  {m}", flush=True))
+        timings["base_model"] = round(time.perf_counter() - t0, 1)
+    else:
+        base = Path(base_model)
+    data = {}
+    t0 = time.perf_counter()
+    for name, cfg in datasets(plan).items():
+        data[name] = out / "data" / name
+        ensure_synth_dataset(data[name], cfg)
+    timings["datasets"] = round(time.perf_counter() - t0, 1)
+    return base, data, timings
+
+
+def table1(run: Runner, out: Path, plan: Plan, base: Path, eval_data: Path, tolerance: float) -> dict:
+    """Training-free extension of the base model (Table 1), from the original and the observed window."""
+    lengths = csv(plan.lengths)
+    common = ["--model", str(base), "--data", str(eval_data), "--no-progress"]
+    run.run(
+        "observe_vanilla",
+        ["evaluate.py", *common, "--split", "validation", "--methods", "vanilla", "--lengths", lengths,
+         "--output", str(out / "table1" / "observe_vanilla")],
+        out / "table1" / "observe_vanilla" / "results.json",
+    )  # fmt: skip
+    vanilla_val = accuracies(out / "table1" / "observe_vanilla" / "results.json", method="vanilla")
+    observed = observed_window(vanilla_val, tolerance)
+    anchors = {"original": plan.lengths[0], "observed": observed, **{f"{w:g} min": w for w in plan.extra_windows}}
+    result: dict = {"observed_window_min": observed, "validation_vanilla": vanilla_val, "anchors": {}}
+    for anchor, window in anchors.items():
+        same = next((a for a, r in result["anchors"].items() if r["window_min"] == window), None)
+        if same is not None:
+            result["anchors"][anchor] = {"window_min": window, "same_as": same}
+            continue
+        seconds = f"{60 * window:g}"
+        tag = f"{anchor.replace(' min', 'min')}_{seconds}s"
+        run.run(
+            f"table1_{tag}",
+            ["evaluate.py", *common, "--methods", "vanilla,partial_pi,whole_pi,whole_yarn", "--lengths", lengths,
+             "--original-audio-seconds", seconds, "--output", str(out / "table1" / tag)],
+            out / "table1" / tag / "results.json",
+        )  # fmt: skip
+        res = out / "table1" / tag / "results.json"
+        table = {m: accuracies(res, method=m) for m in ("vanilla", "partial_pi", "whole_pi", "whole_yarn")}
+        yarn, chosen = {}, {}
+        for length in plan.lengths:
+            if length <= window:  # nothing to stretch: Partial YaRN leaves the audio as it is (= vanilla)
+                yarn[length] = table["vanilla"][length]
+                continue
+            sweep_dir = out / "table1" / f"sweep_{tag}_{length:g}min"
+            run.run(
+                f"sweep_{tag}_{length:g}min",
+                ["sweep.py", "--model", str(base), "--data", str(eval_data), "--split", "validation",
+                 "--original-audio-seconds", seconds, "--length", f"{length:g}", "--cutoffs", csv(plan.cutoffs),
+                 "--temperatures", csv(plan.temperatures), "--no-progress", "--output", str(sweep_dir)],
+                sweep_dir / "sweep.json",
+            )  # fmt: skip
+            sweep = json.loads((sweep_dir / "sweep.json").read_text())
+            best = sweep["best"]
+            chosen[length] = {**best, "tied_settings": len(sweep["tied"]), "validation_questions": sweep["questions"]}
+            yarn_dir = out / "table1" / f"partial_yarn_{tag}_{length:g}min"
+            run.run(
+                f"partial_yarn_{tag}_{length:g}min",
+                ["evaluate.py", *common, "--methods", "partial_yarn", "--lengths", f"{length:g}",
+                 "--original-audio-seconds", seconds, "--cutoff-dim", str(best["cutoff_dim"]),
+                 "--temperature", f"{best['temperature']:g}", "--output", str(yarn_dir)],
+                yarn_dir / "results.json",
+            )  # fmt: skip
+            yarn[length] = accuracies(yarn_dir / "results.json", method="partial_yarn")[length]
+        table["partial_yarn"] = yarn
+        questions = {r["length_min"]: r["questions"] for r in json.loads(res.read_text())["results"]}
+        result["anchors"][anchor] = {
+            "window_min": window,
+            "accuracy": {m: table[m] for m in TABLE1_METHODS},
+            "partial_yarn_settings": chosen,
+            "test_questions": questions,
+        }
+    return result
+
+
+def table2(run: Runner, out: Path, plan: Plan, base: Path, data: dict[str, Path]) -> dict:
+    """LoRA fine-tuning on 1-minute clips: vanilla fine-tuning vs VLAT strategies over seeds (Tables 2 and 6)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    trainer = cfg["trainer"]
+    trainer["max_steps"] = plan.steps
+    for key in ("val_check_interval", "limit_val_batches"):
+        trainer.pop(key, None)
+    for cb in trainer["callbacks"]:
+        if cb["class_path"].endswith("AdapterCheckpoint"):
+            cb["init_args"]["every_n_train_steps"] = plan.steps
+    cfg["model"].update(model_name_or_path=str(base), learning_rate=plan.learning_rate)
+    cfg["data"].update(source=str(data["train"]), val_split=None, val_lengths=None)
+    base_config = out / "table2" / "train_base.yaml"
+    base_config.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    if not base_config.exists() or base_config.read_text() != text:  # compare.py retrains runs whose config changed
+        write_text_atomic(base_config, text)
+    run.run(
+        "table2_compare",
+        ["compare.py", "--base-config", str(base_config), "--strategies", ",".join(plan.strategies),
+         "--seeds", csv(plan.seeds), "--data", str(data["eval"]), "--split", "test",
+         "--methods", "vanilla,partial_pi", "--lengths", csv(plan.table2_lengths), "--original-audio-seconds", "30",
+         "--output", str(out / "table2")],
+        out / "table2" / "comparison.json",
+        inputs=text,
+    )  # fmt: skip
+    return json.loads((out / "table2" / "comparison.json").read_text())
+
+
+def markdown(summary: dict) -> str:
+    t1, plan = summary["table1"], summary["plan"]
+    lengths = plan["lengths"]
+    base = summary["base_model"]
+    lines = [
+        f"# Miniature ({summary['variant']}), {summary['date']}",
+        "",
+        f"Base model: {100 * base['accuracy_30s']:.1f}% on {base['questions']} held-out questions about 30-s clips.",
+        "",
+        "## Table 1: training-free extension (accuracy %, test split)",
+        "",
+        f"Observed window: {t1['observed_window_min']:g} min (vanilla on the validation split: "
+        + ", ".join(f"{k:g} min {100 * v:.1f}" for k, v in sorted(t1["validation_vanilla"].items()))
+        + f"; tolerance {100 * summary['observed_tolerance']:g} points).",
+    ]
+    for anchor, res in t1["anchors"].items():
+        lines += ["", f"### Stretching from {60 * res['window_min']:g} s ({anchor} window)", ""]
+        if "same_as" in res:
+            lines.append(f"The same as stretching from the {res['same_as']} window.")
+            continue
+        lines += ["| method | " + " | ".join(f"{x:g} min" for x in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
+        for m in TABLE1_METHODS:
+            row = res["accuracy"][m]
+            lines.append(f"| {m} | " + " | ".join(f"{100 * row[x]:.1f}" for x in lengths) + " |")
+        q = res["test_questions"]
+        lines += ["", "Test questions per length: " + ", ".join(f"{k:g} min {v}" for k, v in q.items()) + "."]
+        if res["partial_yarn_settings"]:
+            lines.append(
+                "Partial YaRN (cutoff_dim, temperature) chosen on the validation split: "
+                + "; ".join(
+                    f"{x:g} min ({s['cutoff_dim']}, {s['temperature']:g})"
+                    + (f", one of {s['tied_settings']} tied settings" if s["tied_settings"] > 1 else "")
+                    for x, s in res["partial_yarn_settings"].items()
+                )
+                + "; lengths within the window are not stretched (= vanilla)."
+            )
+    from vlat.evaluation.compare import comparison_table
+
+    lines += [
+        "",
+        "## Tables 2 and 6: LoRA fine-tuning on 1-minute clips (accuracy %, mean ± std over seeds)",
+        "",
+        comparison_table(summary["table2"]["aggregate"]),
+        "Stage timings (s): " + ", ".join(f"{k} {v:g}" for k, v in summary["timings"].items()) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="miniature.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True, help="directory for fixtures, runs and results (resumable)")
+    p.add_argument("--tiny", action="store_true", help="every stage at CI sizes (a few minutes)")
+    p.add_argument(
+        "--base-model", help="an existing base model (python -m vlat.testing base-model) instead of training one"
+    )
+    p.add_argument("--observed-tolerance", type=float, default=0.1, help="accuracy drop that ends the observed window")
+    args = p.parse_args(argv)
+    plan = TINY if args.tiny else FULL
+    if args.base_model is not None and not (Path(args.base_model) / RECORD).is_file():
+        p.error(f"--base-model {args.base_model}: no {RECORD} (make one with python -m vlat.testing base-model DIR)")
+    if not 0 <= args.observed_tolerance < 1:
+        p.error(f"--observed-tolerance: {args.observed_tolerance} is outside [0, 1)")
+    from vlat.errors import ConfigError
+
+    try:
+        out = check_output_dir(args.output)
+    except ConfigError as e:
+        p.error(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        base, data, timings = ensure_fixtures(out, plan, args.base_model)
+        record = json.loads((base / RECORD).read_text())
+        context = {"base_model": record["config"], "datasets": {k: asdict(v) for k, v in datasets(plan).items()}}
+        run = Runner(out, context)
+        t1 = table1(run, out, plan, base, data["eval"], args.observed_tolerance)
+        t2 = table2(run, out, plan, base, data)
+    except (RuntimeError, OSError) as e:
+        print(f"miniature.py: error: {e}", file=sys.stderr)
+        return 1
+    timings.update({s["stage"]: s["seconds"] for s in run.stages})
+    timings["total_this_invocation"] = round(time.perf_counter() - started, 1)
+    summary = {
+        "variant": "tiny" if args.tiny else "full",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": _cpus()},
+        "plan": json.loads(json.dumps(asdict(plan))),
+        "observed_tolerance": args.observed_tolerance,
+        "base_model": {
+            "path": str(base),
+            "accuracy_30s": record["accuracy_30s"],
+            "questions": record.get("accuracy_30s_questions", plan.base.eval_recordings * 5),
+        },
+        "commands": [s["command"] for s in run.stages],
+        "timings": timings,
+        "table1": t1,
+        "table2": t2,
+    }
+    write_json_atomic(out / "miniature.json", summary)
+    text = markdown(summary)
+    write_text_atomic(out / "miniature.md", text)
+    print(text)
+    print(f"wrote {out}/miniature.json, miniature.md")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
