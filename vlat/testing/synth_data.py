@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlat.io import make_staging_dir, publish_dir
+from vlat.io import make_staging_dir, publish_dir, write_json_atomic
 
 TONES: dict[str, float] = {
     "amber": 350.0,
@@ -311,7 +311,7 @@ def ensure_synth_dataset(out_dir: str | os.PathLike, cfg: SynthConfig) -> bool:
     if made_with == settings and out.is_dir():
         return False
     write_synth_dataset(out, cfg, overwrite=True)
-    marker.write_text(json.dumps(settings, indent=2) + "\n")
+    write_json_atomic(marker, settings)
     return True
 
 
