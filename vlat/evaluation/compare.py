@@ -107,9 +107,9 @@ def evaluate_run(spec: EvalSpec, adapter: Path, label: str, run_dir: Path) -> li
     spec = EvalSpec(**{**spec.__dict__, "adapters": [f"{label}={adapter}"]})
     wanted = json.loads(json.dumps(asdict(spec), default=str))
     if cached.exists():
-        recorded = json.loads(cached.read_text()).get("spec")
-        if recorded is None or recorded == wanted:
-            return json.loads(cached.read_text())["results"]
+        done = json.loads(cached.read_text())
+        if done.get("spec") in (None, wanted):
+            return done["results"]
         print(f"[compare] {run_dir.name}: evaluation settings changed, evaluating again")
     evaluator = Evaluator(spec)
     preds, rows = evaluator.run(progress=False)
