@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import subprocess
 import sys
@@ -36,7 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # a checkout without `pip install -e .` still runs
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # a checkout without `pip install -e .` still runs
+
+from common import machine  # noqa: E402  (bench/common.py: the machine description the benchmarks record)
 
 from vlat.cliargs import OneLineParser  # noqa: E402
 from vlat.io import check_output_dir, write_json_atomic, write_text_atomic  # noqa: E402
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "variant": "tiny" if args.tiny else "full",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": _cpus()},
+        "machine": machine(),
         "plan": json.loads(json.dumps(asdict(plan))),
         "observed_tolerance": args.observed_tolerance,
         "base_model": {
@@ -388,12 +389,6 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"wrote {out}/miniature.json, miniature.md")
     return 0
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 if __name__ == "__main__":
