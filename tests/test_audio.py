@@ -3,6 +3,7 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from vlat.audio import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens, tokens_per_second
 from vlat.errors import BadSampleError
@@ -63,6 +64,29 @@ def test_bad_audio_names_the_file_and_reason(tmp_path, make, reason):
         load_audio(path, max_seconds=2.0)
     assert err.value.reason == reason
     assert "bad_clip.wav" in str(err.value)
+
+
+def test_features_equal_the_extractors_own_call_on_all_windows(processor):
+    """featurize runs the extractor one window at a time; Hugging Face's one call on every window gives the same
+    features (each window is normalised by its own maximum), including a quiet window and a partial last one."""
+    fe = processor.feature_extractor
+    rng = np.random.default_rng(0)
+    wav = np.concatenate([_tone(440, 30, 16000), 0.001 * _tone(880, 30, 16000), rng.normal(0, 0.1, 12 * 16000)])
+    wav = wav.astype(np.float32)
+    feats, mask = featurize(wav, fe)
+    window = fe.n_samples
+    ref = fe(
+        [wav[i : i + window] for i in range(0, len(wav), window)],
+        sampling_rate=16000,
+        padding="max_length",
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    assert feats.shape == ref["input_features"].shape == (3, 128, 3000)
+    assert torch.equal(feats, ref["input_features"])
+    assert torch.equal(mask, ref["attention_mask"].long()) and mask.dtype == torch.long
+    assert torch.equal(feats[1:2], featurize(wav[window : 2 * window], fe)[0])  # windows are independent
+    assert mask.sum(-1).tolist() == [3000, 3000, 1200]
 
 
 def test_windows_follow_the_feature_extractor(processor):
