@@ -307,19 +307,20 @@ def test_a_recording_that_cannot_be_featurised_skips_each_of_its_questions(yodas
     assert sum(b["n"] for b in batches) == 0 and skipped == {"too_long": 5 * len(calls)}
 
 
-def test_worker_batches_are_collated_into_shared_memory(yodas2_one_file, processor):
+def test_worker_batches_send_each_recordings_features_once_from_shared_memory(yodas2_one_file, processor):
     from torch.utils.data import DataLoader, IterableDataset
 
     class Probe(IterableDataset):  # reports from inside the worker, before torch's own transfer
         def __iter__(self):
-            for b in _stream(processor, yodas2_one_file, batch_size=3):
+            for b in _stream(processor, yodas2_one_file, batch_size=8):  # a recording's questions share a batch
                 if b["n"]:
-                    yield b["input_features"].is_shared()
+                    yield [t.is_shared() for t in b["audio_features"]], len(set(b["recording_id"]))
 
-    assert all(DataLoader(Probe(), batch_size=None, num_workers=1))
-    assert not next(b for b in _stream(processor, yodas2_one_file, batch_size=3) if b["n"])[
-        "input_features"
-    ].is_shared()
+    probes = list(DataLoader(Probe(), batch_size=None, num_workers=1))
+    assert probes and all(all(flags) and len(flags) == recordings for flags, recordings in probes)
+    assert any(len(flags) < 8 for flags, _ in probes)  # fewer features than questions were sent
+    b = next(b for b in _stream(processor, yodas2_one_file, batch_size=3) if b["n"])
+    assert not any(t.is_shared() for t in b["audio_features"])  # without workers nothing is copied
 
 
 def test_validation_batches_are_left_padded_with_prefix(synth_dir, processor):

@@ -3,9 +3,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from vlat.collate import MCQACollator, model_inputs
+from vlat.collate import MCQACollator, expand_features, model_inputs
 from vlat.errors import BadSampleError
-from vlat.prompts import build_mcqa_example
+from vlat.prompts import build_mcqa_example, encode_recording
 from vlat.rope import AudioRopeConfig, apply_audio_rope, warn_if_beyond_context
 
 OPTIONS = ["a red kite", "a blue car", "a green pen", "a gold ring"]
@@ -81,6 +81,28 @@ def test_collator_padding(processor, side):
     assert real0[-1] if side == "left" else real0[0]
     assert batch["input_features"].shape[0] == 1 + 2  # windows of both samples, in order
     assert batch["feature_attention_mask"].sum(-1).tolist() == [500, 3000, 1000]
+
+
+def test_shared_features_expand_to_the_per_sample_batch(processor):
+    """A batch that carries each recording's features once (a, b, a) expands to exactly the batch that copies them
+    per sample: same windows in the same order, same masks, every other key untouched."""
+    rng = np.random.default_rng(0)
+    a = encode_recording(processor, rng.normal(0, 0.1, 16000 * 45).astype(np.float32))
+    b = encode_recording(processor, rng.normal(0, 0.1, 16000 * 20).astype(np.float32))
+    exs = [build_mcqa_example(processor, enc, f"Q{i}?", OPTIONS, i) for i, enc in enumerate((a, b, a))]
+    plain = MCQACollator(processor.tokenizer.pad_token_id)(exs)
+    shared = MCQACollator(processor.tokenizer.pad_token_id, share_features=True)(exs)
+    assert "input_features" not in shared and shared["audio_index"] == [0, 1, 0]
+    assert [f is e for f, e in zip(shared["audio_features"], (a.features, b.features), strict=True)] == [True, True]
+    inputs = model_inputs(shared)  # what every forward takes: per-sample windows, the batch left as it was
+    assert "audio_index" in shared and sorted(inputs) == sorted(model_inputs(plain))
+    assert all(torch.equal(inputs[k], v) for k, v in model_inputs(plain).items())
+    expanded = expand_features(shared)
+    assert sorted(expanded) == sorted(plain)
+    assert expanded["input_features"].shape == (2 + 1 + 2, 128, 3000)
+    for key, value in plain.items():
+        assert torch.equal(expanded[key], value), key
+    assert expand_features(plain) is plain
 
 
 def test_position_budget_warning(tiny_model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
+from vlat.collate import expand_features
 from vlat.compression import AudioCompression
 from vlat.data.records import ColumnMapping
 from vlat.data.sources import Source, resolve
@@ -168,6 +169,9 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         return DataLoader(stream, batch_size=None, num_workers=hp.num_workers)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """On the device: each sample's audio windows from its recording's features (sent once per batch), and the
+        position in the epoch that a resume continues from."""
+        batch = expand_features(batch)
         if self.trainer is not None and self.trainer.training:
             if batch.get("epoch", self.epoch) != self.epoch:  # first batch of a new epoch
                 self.epoch, self.plans_consumed = batch["epoch"], 0

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vlat.collate import MCQACollator
+from vlat.collate import MCQACollator, shared
 from vlat.compression import AudioCompression
 from vlat.data.plan import batches_before, pass_rng, plan_pass, row_order
 from vlat.data.records import ColumnMapping, Record, in_holdout, nearest_bucket, normalize
@@ -115,7 +115,9 @@ class MCQABatchStream(IterableDataset):
         self.progress: Callable[[], tuple[int, int]] | None = None
         self.max_logged_errors = max_logged_errors
         self._log_budget = max_logged_errors
-        self.collate = MCQACollator(processor.tokenizer.pad_token_id, padding_side="right" if train else "left")
+        self.collate = MCQACollator(
+            processor.tokenizer.pad_token_id, padding_side="right" if train else "left", share_features=True
+        )
         self.assistant_prefix = "" if train else "("
 
     def __getstate__(self) -> dict:  # spawned workers get the position as plain numbers
@@ -213,10 +215,13 @@ class MCQABatchStream(IterableDataset):
             log.warning("skipping %s", e)
 
     def _encode(self, rec: Record) -> EncodedAudio | BadSampleError:
+        """A recording's features, in a worker made in shared memory once: the batches of its questions carry them
+        by reference (:class:`vlat.collate.MCQACollator` ``share_features``)."""
         try:
-            return encode_recording(self.processor, rec.audio, max_audio_seconds=self.max_audio_seconds, name=rec.id)
+            enc = encode_recording(self.processor, rec.audio, max_audio_seconds=self.max_audio_seconds, name=rec.id)
         except BadSampleError as e:
             return e
+        return EncodedAudio(shared(enc.features), shared(enc.feature_mask))
 
     def _build(self, plan: list[Record], bad: Counter) -> dict:
         """Featurise each recording once (inline audio already was, per window), then one example per question."""
