@@ -4,6 +4,9 @@ A local mirror in the real layout (clip-length folder ``2/``, ``train-*.parquet`
 and repeated for each of a recording's five questions, row groups as large as the data) is streamed by the training
 DataLoader exactly as ``train.py`` builds it: the real ``MCQABatchStream`` with the data module's default buffers,
 batch 8, decode + resample + 30-s windows + log-mel features + tokenisation + collate, all in worker processes.
+Batches arrive as the training process receives them: each recording's features once, in shared memory (the data
+module makes the per-question copy on the training device); ``--expand-on-cpu`` also makes that copy here, in the
+receiving process, as a CPU-only training run does.
 
 Reported per worker count (median of ``--repeats`` interleaved runs, and their range): audio seconds delivered per
 wall second (each question counts its recording's duration, as a training step consumes it), the time to the first
@@ -12,6 +15,7 @@ also counts pages shared with the parent process) and private (what the worker i
 
     python bench/dataloader.py                   # 48 recordings x 5 questions x 2 min, 1 and 2 workers
     python bench/dataloader.py --tiny
+    python bench/dataloader.py --expand-on-cpu   # results in bench/results/dataloader_expand_on_cpu.json
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
+from vlat.collate import expand_features  # noqa: E402
 from vlat.data import MCQABatchStream, StreamSpec  # noqa: E402
 from vlat.testing import SynthConfig, write_synth_dataset, write_tiny_model  # noqa: E402
 
@@ -67,7 +72,9 @@ def _poll_workers(stop: threading.Event, rss: dict[int, int], private: dict[int,
         stop.wait(0.25)
 
 
-def run(source: str, processor, workers: int, batch_size: int, bucket_buffer: int, buffer_mib: float) -> dict:
+def run(
+    source: str, processor, workers: int, batch_size: int, bucket_buffer: int, buffer_mib: float, expand: bool
+) -> dict:
     from torch.utils.data import DataLoader
 
     stream = MCQABatchStream(
@@ -87,6 +94,8 @@ def run(source: str, processor, workers: int, batch_size: int, bucket_buffer: in
     audio_s = questions = 0.0
     first_at = None
     for batch in DataLoader(stream, batch_size=None, num_workers=workers):
+        if expand:
+            expand_features(batch)
         audio_s += sum(batch.get("duration", []))
         questions += batch["n"]
         first_at = first_at or time.perf_counter() - t0
@@ -116,6 +125,7 @@ def main() -> None:
     ap.add_argument("--buffer-mib", type=float, default=512, help="the data module's default")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--repeats", type=int, default=3, help="runs per worker count; the headline is their median")
+    ap.add_argument("--expand-on-cpu", action="store_true", help="build each question's features in this process")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     if args.tiny:
@@ -139,7 +149,7 @@ def main() -> None:
             pool.submit(write_tiny_model, model).result()
         processor = AutoProcessor.from_pretrained(model)  # the 128-bin Whisper feature extractor of Qwen2-Audio
         runs = [  # interleaved repeats: a slow spell of the machine hits every worker count alike
-            run(str(data), processor, int(w), args.batch_size, args.bucket_buffer, args.buffer_mib)
+            run(str(data), processor, int(w), args.batch_size, args.bucket_buffer, args.buffer_mib, args.expand_on_cpu)
             for _ in range(args.repeats)
             for w in args.workers.split(",")
         ]
@@ -155,7 +165,7 @@ def main() -> None:
     if 1 in by_workers and 2 in by_workers:
         headline["speedup_2w_vs_1w"] = median[2] / median[1]  # of the medians
     write_results(
-        "dataloader" + ("_tiny" if args.tiny else ""),
+        "dataloader" + ("_expand_on_cpu" if args.expand_on_cpu else "") + ("_tiny" if args.tiny else ""),
         {
             "layout": "yodas2 mirror: clip-length folder, parquet shards, inline 16-kHz float32 audio x5 rows",
             "recordings": args.recordings,
@@ -165,6 +175,7 @@ def main() -> None:
             "batch_size": args.batch_size,
             "bucket_buffer": args.bucket_buffer,
             "buffer_mib": args.buffer_mib,
+            "per_question_features_made": "here" if args.expand_on_cpu else "on the training device, not measured",
             "cpu_count": os.cpu_count(),
             "repeats": args.repeats,
             "runs": runs,

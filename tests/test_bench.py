@@ -34,6 +34,8 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
         ("prefix_eval.py", ["prefix_speedup_1", "prefix_speedup_5"]),
         ("padding.py", ["padding_fraction_random", "padding_fraction_bucketed"]),
         ("dataloader.py", ["audio_s_per_s/1w", "audio_s_per_s/2w", "speedup_2w_vs_1w"]),
+        ("dataloader.py --expand-on-cpu", ["audio_s_per_s/1w", "audio_s_per_s/2w", "speedup_2w_vs_1w"]),
+        ("two_process_scaling.py", ["speedup_2p/compute", "speedup_2p/parquet_decode", "speedup_2p/featurize"]),
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("train_loop.py", ["step_s/fast", "step_s/plain", "speedup_fast_vs_plain"]),
         ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
