@@ -253,9 +253,9 @@ def read_rows(
     import pyarrow.parquet as pq
     from fsspec.implementations.local import LocalFileSystem
 
-    # a local file is read by arrow's own reader (no Python file object between the disk and the decoder: ~10% less
-    # worker time on inline audio, docs/benchmarks.md); buffered and not pre-buffered either way: a row group (about
-    # 1.2 GB as published) is read page by page, never whole
+    # a local file is read by arrow's own reader (no Python file object between the disk and the decoder: 5-10%
+    # less decode time, docs/benchmarks.md); buffered and not pre-buffered either way: a row group (about 1.2 GB as
+    # published) is read page by page, never whole
     local = isinstance(fs, LocalFileSystem)
     with contextlib.nullcontext(unit.path) if local else fs.open(unit.path, "rb") as f:
         pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
