@@ -108,18 +108,14 @@ def featurize(audio: np.ndarray, feature_extractor) -> tuple[torch.Tensor, torch
     """
     window = feature_extractor.n_samples  # chunk_length * sampling_rate
     n_windows = max(1, math.ceil(len(audio) / window))
-    features = mask = None
-    for i in range(n_windows):
-        out = feature_extractor(
+    outs = [
+        feature_extractor(
             [audio[i * window : (i + 1) * window]],
             sampling_rate=feature_extractor.sampling_rate,
             padding="max_length",
             return_attention_mask=True,
             return_tensors="pt",
         )
-        if features is None:
-            features = out["input_features"].new_empty((n_windows, *out["input_features"].shape[1:]))
-            mask = torch.empty((n_windows, out["attention_mask"].shape[-1]), dtype=torch.long)
-        features[i] = out["input_features"][0]
-        mask[i] = out["attention_mask"][0]
-    return features, mask
+        for i in range(n_windows)
+    ]
+    return torch.cat([o["input_features"] for o in outs]), torch.cat([o["attention_mask"] for o in outs]).long()
