@@ -70,8 +70,8 @@ class MCQACollator:
             batch["audio_masks"] = [e["feature_attention_mask"] for e in owners.values()]
             batch["audio_index"] = [place[id(e["input_features"])] for e in examples]  # ints: no device sync
         else:
-            batch["input_features"] = _cat([e["input_features"] for e in examples])
-            batch["feature_attention_mask"] = _cat([e["feature_attention_mask"] for e in examples])
+            batch["input_features"] = torch.cat([e["input_features"] for e in examples])
+            batch["feature_attention_mask"] = torch.cat([e["feature_attention_mask"] for e in examples])
         for key in examples[0]:  # metadata (ids, buckets, answers, ...) rides along as lists
             if key not in batch and key not in MODEL_KEYS:
                 batch[key] = [e.get(key) for e in examples]
@@ -98,17 +98,6 @@ def _per_sample(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
 def shared(t: torch.Tensor) -> torch.Tensor:
     """``t``, in a DataLoader worker moved to shared memory (once: every batch that sends it passes a handle)."""
     return t.share_memory_() if get_worker_info() is not None else t
-
-
-def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat``; in a DataLoader worker straight into shared memory, so sending the batch to the training
-    process copies nothing more (as torch's ``default_collate`` does)."""
-    if get_worker_info() is None:
-        return torch.cat(tensors)
-    shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
-    out = torch.empty(0, dtype=tensors[0].dtype)
-    out.set_(out.untyped_storage()._new_shared(out.element_size() * torch.Size(shape).numel()), 0, shape)
-    return torch.cat(tensors, out=out)
 
 
 def padded_fraction(attention_mask: torch.Tensor) -> float:
