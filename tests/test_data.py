@@ -323,6 +323,64 @@ def test_worker_batches_send_each_recordings_features_once_from_shared_memory(yo
     assert not any(t.is_shared() for t in b["audio_features"])  # without workers nothing is copied
 
 
+def test_a_worker_keeps_what_it_inherited_out_of_its_garbage_collector(yodas2_one_file, processor):
+    import gc
+
+    from torch.utils.data import DataLoader, IterableDataset
+
+    inherited = [["made by the training process"]]  # a container the collector tracks
+
+    def tracked(obj) -> bool:  # in one of the collector's generations (frozen objects are in none)
+        return any(o is obj for o in gc.get_objects())
+
+    class Probe(IterableDataset):
+        def __iter__(self):
+            for b in _stream(processor, yodas2_one_file, batch_size=8):
+                yield tracked(inherited), gc.get_freeze_count(), b["n"]
+
+    before = gc.get_freeze_count()
+    questions = sum(b["n"] for b in _stream(processor, yodas2_one_file, batch_size=8))  # in this process
+    assert gc.get_freeze_count() == before and tracked(inherited)  # the training process's own collector: untouched
+    probes = list(DataLoader(Probe(), batch_size=None, num_workers=1))
+    assert questions > 0 and sum(n for *_, n in probes) == questions  # every question still arrives
+    assert all(not seen and frozen > 1000 for seen, frozen, _ in probes)  # the worker's collector never walks them
+
+
+_WORKER_IMPORTS = """
+import json, sys
+from torch.utils.data import DataLoader, IterableDataset
+from transformers import AutoProcessor
+from vlat.data import MCQABatchStream, StreamSpec
+
+stream = MCQABatchStream(StreamSpec(sys.argv[2], "train"), AutoProcessor.from_pretrained(sys.argv[1]), 4, train=True)
+
+class Probe(IterableDataset):
+    def __iter__(self):
+        inherited = set(sys.modules)
+        n = sum(b["n"] for b in stream)
+        yield n, sorted(set(sys.modules) - inherited)
+
+print(json.dumps(next(iter(DataLoader(Probe(), batch_size=None, num_workers=1)))))
+"""
+
+
+def test_a_worker_imports_nothing_its_training_process_had_not(yodas2_one_file, tiny_model_dir):
+    """One-time costs (pyarrow's first numpy conversion imports pandas, the prompt path imports the model's length
+    formula) are paid where the stream is built, not again in every worker of every epoch: checked in a fresh
+    interpreter, as ``train.py`` starts."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _WORKER_IMPORTS, str(tiny_model_dir), str(yodas2_one_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    questions, imported = json.loads(out.stdout.strip().splitlines()[-1])
+    assert questions > 0 and imported == []
+
+
 def test_validation_batches_are_left_padded_with_prefix(synth_dir, processor):
     b = next(iter(_stream(processor, synth_dir, split="test", train=False, batch_size=3)))
     assert "labels" not in b and bool(b["attention_mask"][:, -1].all())

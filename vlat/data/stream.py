@@ -14,6 +14,7 @@ rank at the same batch count.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from itertools import count, islice
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -28,7 +30,7 @@ from vlat.collate import MCQACollator, shared
 from vlat.compression import AudioCompression
 from vlat.data.plan import batches_before, pass_rng, plan_pass, row_order
 from vlat.data.records import ColumnMapping, Record, in_holdout, nearest_bucket, normalize
-from vlat.data.sources import Source, SourceError, read_rows, resolve
+from vlat.data.sources import Source, SourceError, read_rows, resolve, warm_arrow_to_numpy
 from vlat.errors import BadSampleError
 from vlat.prompts import EncodedAudio, build_mcqa_example, encode_recording
 
@@ -119,12 +121,24 @@ class MCQABatchStream(IterableDataset):
             processor.tokenizer.pad_token_id, padding_side="right" if train else "left", share_features=True
         )
         self.assistant_prefix = "" if train else "("
+        self._prepare_for_workers()
 
     def __getstate__(self) -> dict:  # spawned workers get the position as plain numbers
         state = dict(self.__dict__)
         state["epoch"], state["skip_plans"] = self._position()
         state["progress"] = None
         return state
+
+    def _prepare_for_workers(self) -> None:
+        """Pay here, once, the one-time costs that every DataLoader worker (forked anew each epoch) would otherwise
+        pay on its first rows: pyarrow's first numpy conversion imports pandas (0.2 s of CPU), and the first example
+        compiles the chat template and imports the model's length formula (0.04 s; ``docs/benchmarks.md``)."""
+        if not all(u.random_access for u in self.source.units):
+            warm_arrow_to_numpy()
+        silence = np.zeros(self.processor.feature_extractor.sampling_rate, dtype=np.float32)
+        build_mcqa_example(
+            self.processor, silence, "?", ["a", "b", "c", "d"], 0, audio_compression=self.audio_compression
+        )
 
     def _position(self) -> tuple[int, int]:
         return self.progress() if self.progress is not None else (self.epoch, self.skip_plans)
@@ -268,6 +282,12 @@ class MCQABatchStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        if info is not None:
+            # a forked worker inherits the training process's objects (the model's and every library's); its
+            # garbage collector would walk them all and copy every page it touches (0.27 s per worker per pass in
+            # bench/dataloader.py, whose process holds only the processor): move them out of its sight (a list
+            # splice, no traversal). The training process's own collector is untouched.
+            gc.freeze()
         epoch, consumed = self._position()
         # the DataLoader restarts its round-robin at worker 0: after `consumed` batches, worker w continues the
         # stream that worker (w + consumed) % workers was producing
