@@ -147,6 +147,7 @@ def main() -> None:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
             pool.submit(write_synth_dataset, data, cfg).result()
             pool.submit(write_tiny_model, model).result()
+        os.sync()  # the mirror on disk before timing: no writeback of it competes with the workers for the cores
         processor = AutoProcessor.from_pretrained(model)  # the 128-bin Whisper feature extractor of Qwen2-Audio
         runs = [  # interleaved repeats: a slow spell of the machine hits every worker count alike
             run(str(data), processor, int(w), args.batch_size, args.bucket_buffer, args.buffer_mib, args.expand_on_cpu)
