@@ -236,10 +236,12 @@ def json_rows(fsref: _FsRef, path: str) -> tuple[dict, ...]:
 
 
 def read_rows(
-    source: Source, unit: Unit, order: list[int] | None = None, chunk_bytes: int = 32 << 20
+    source: Source, unit: Unit, order: list[int] | None = None, chunk_bytes: int = 8 << 20
 ) -> Iterator[dict]:
     """Rows of ``unit`` as dicts (``order``: the unit's row order, random-access units only), parquet rows decoded
-    about ``chunk_bytes`` at a time (a few rows of inline audio).
+    about ``chunk_bytes`` at a time: one row of 2-minute inline audio. Arrow then reuses its decode buffers from one
+    chunk to the next; at 32 MiB they were fresh, kernel-zeroed memory every time, which slowed two workers down more
+    than one (``docs/benchmarks.md``).
 
     Parquet list-of-number columns (inline waveforms) come back as zero-copy float numpy arrays, other columns as
     Python values. Each row carries ``_row`` (its index in the file) and ``_unit`` (the unit's name).
