@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--bucket-buffer", type=int, default=256, help="the data module's default")
     ap.add_argument("--buffer-mib", type=float, default=512, help="the data module's default")
     ap.add_argument("--workers", default="1,2")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per worker count; the headline is their median")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per worker count; the headline is their median")
     ap.add_argument("--expand-on-cpu", action="store_true", help="build each question's features in this process")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()

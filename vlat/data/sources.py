@@ -235,9 +235,7 @@ def json_rows(fsref: _FsRef, path: str) -> tuple[dict, ...]:
     return tuple(rows)
 
 
-def read_rows(
-    source: Source, unit: Unit, order: list[int] | None = None, chunk_bytes: int = 8 << 20
-) -> Iterator[dict]:
+def read_rows(source: Source, unit: Unit, order: list[int] | None = None, chunk_bytes: int = 8 << 20) -> Iterator[dict]:
     """Rows of ``unit`` as dicts (``order``: the unit's row order, random-access units only), parquet rows decoded
     about ``chunk_bytes`` at a time: one row of 2-minute inline audio. Arrow then reuses its decode buffers from one
     chunk to the next; at 32 MiB they were fresh, kernel-zeroed memory every time, which slowed two workers down more
@@ -271,7 +269,7 @@ def read_rows(
 
 
 def warm_arrow_to_numpy() -> None:
-    """Make pyarrow's first conversion to numpy here: it imports pandas (about 0.2 s of CPU and 60 MB in each process
+    """Make pyarrow's first conversion to numpy here: it imports pandas (about 0.2 s of CPU and 45 MiB in each process
     that does it). Called in the training process, so that DataLoader workers, forked anew every epoch, inherit it."""
     import pyarrow as pa
 
