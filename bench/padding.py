@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
 from vlat.data import MCQABatchStream, StreamSpec, records  # noqa: E402
+from vlat.testing.tiny_model import build_processor, build_tokenizer  # noqa: E402
 
 TEXT_TOKENS = 160
 TOKENS_PER_SECOND = 25
@@ -58,9 +59,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     durations = length_mix(args.recordings, rng)
 
-    class _Processor:  # the planner never touches the processor; the stream only needs the pad id
-        class tokenizer:  # noqa: N801
-            pad_token_id = 0
+    # the planner never touches the processor, but a stream prepares its prompt path once when it is built
+    processor = build_processor(build_tokenizer())
 
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "train.jsonl"
@@ -84,7 +84,7 @@ def main() -> None:
         def stream(bucket_buffer):
             return MCQABatchStream(
                 spec,
-                _Processor,
+                processor,
                 args.batch_size,
                 train=True,
                 bucket_buffer=bucket_buffer,
