@@ -15,7 +15,10 @@ from vlat.evaluation.memory import kv_bytes_per_token, recording_need
 from vlat.evaluation.prefix import cache_elements, encode_audio, generate_answers, prefill, score_questions
 from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
 from vlat.rope import AudioRopeConfig, apply_audio_rope
+from vlat.rope.hf_cache import cache_in
 from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate, predict_logits
+
+pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
 
 SPAN = 400  # audio positions of the "familiar" window: the 75-s recording (1875 tokens) is warped
 CONFIGS = [
@@ -100,6 +103,19 @@ def test_generate_scoring_equals_generate_on_each_question_alone(
         assert [p.text for p in plain] != [g.text for g in got]
 
 
+def test_vlat_names_the_cache_as_the_installed_transformers_does(tiny_model, processor, recording, rope):
+    """No deprecation warning from vlat's own calls (transformers >= 5.24 renamed ``past_key_values`` to ``cache``)."""
+    import warnings
+
+    rope(CONFIGS[2])
+    prefix, suffixes = prompt_parts(processor, recording, "")
+    embeds = encode_audio(tiny_model, recording["feats"], recording["fmask"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate_answers(tiny_model, processor.tokenizer, prefix, suffixes[:2], embeds, max_new_tokens=2)
+    assert not [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+
+
 def test_generate_stops_each_question_at_its_end_of_sequence(tiny_model, processor, recording, monkeypatch):
     """Questions finish at different steps: make the model's end-of-sequence token one that the free replies reach
     at different steps, so some questions stop early while the others go on (as generate() does for each alone)."""
@@ -133,7 +149,7 @@ def test_cache_holds_one_prefix_copy(tiny_model, processor, recording, rope, que
     monkeypatch.setattr(prefix_mod, "reserved_cache", lambda n: caches.append(make(n)) or caches[-1])
     layer0 = tiny_model.model.language_model.layers[0]
     hook = layer0.register_forward_pre_hook(
-        lambda m, a, kw: lengths.append(kw["past_key_values"].get_seq_length()), with_kwargs=True
+        lambda m, a, kw: lengths.append(cache_in(kw).get_seq_length()), with_kwargs=True
     )
     rope(CONFIGS[2])
     prefix, suffixes = prompt_parts(processor, recording, LOGITS_PREFIX)

@@ -4,9 +4,13 @@ import copy
 
 import pytest
 import torch
+import transformers
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
 from vlat.rope import AudioRopeConfig, apply_audio_rope, find_audio_model, set_virtual_audio_tokens, warp_positions
+from vlat.rope.hf_cache import cache_of
+
+pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
 
 
 def _sample(model, n_audio, pre=(5, 6, 7), post=(8, 9, 10, 11), seed=0):
@@ -254,6 +258,29 @@ def test_generate_with_cache_equals_full_forward(model, cfg):
     again = model.generate(**_batch(samples[1:], "left"), max_new_tokens=3, do_sample=False)
     fresh = copy.deepcopy(model).generate(**_batch(samples[1:], "left"), max_new_tokens=3, do_sample=False)
     assert torch.equal(again, fresh)
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_the_seam_finds_the_cache_under_either_name(model, name):
+    """transformers >= 5.24 calls the cache ``cache`` (``past_key_values`` is its deprecated alias), older versions
+    only ``past_key_values``: a decoding step given the cache under the installed version's name, or under the
+    alias where one exists, continues from the cached plan and equals the full forward."""
+    import inspect
+
+    forward = inspect.signature(find_audio_model(model).forward).parameters
+    if name not in forward and "cache" not in forward:
+        pytest.skip(f"transformers {transformers.__version__} does not take `{name}`")
+    apply_audio_rope(model, CONFIGS[1])
+    ids, feats, fmask = _sample(model, 40, seed=3)
+    full_ids = torch.cat([ids, torch.tensor([12])])[None]
+    kw = dict(input_features=feats[None], feature_attention_mask=fmask[None])
+    full = _logits(model, input_ids=full_ids, attention_mask=torch.ones_like(full_ids), **kw)
+    with torch.no_grad():
+        prompt = model(input_ids=ids[None], attention_mask=torch.ones_like(ids[None]), use_cache=True, **kw)
+        kv = cache_of(prompt)
+        assert kv is not None and kv.get_seq_length() == len(ids)
+        step = model(input_ids=full_ids[:, -1:], attention_mask=torch.ones_like(full_ids), use_cache=True, **{name: kv})
+    torch.testing.assert_close(step.logits[:, -1], full[:, -1], atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

@@ -18,7 +18,7 @@ from vlat.rope import find_audio_model
 
 
 def backbone(model, **inputs):
-    """The inner ``Qwen2AudioModel``'s output (``last_hidden_state``, ``past_key_values``): no LM head."""
+    """The inner ``Qwen2AudioModel``'s output (``last_hidden_state`` and the KV cache): no LM head."""
     return find_audio_model(model)(**inputs)
 
 

@@ -27,6 +27,7 @@ from vlat import audio_tokens
 from vlat.audio_tokens import AudioTokens, prompt_embeds, time_layout
 from vlat.lm_head import backbone
 from vlat.rope import current_compression, find_audio_model, plan_chunked_prefill
+from vlat.rope.hf_cache import with_cache
 from vlat.scoring import Prediction, parse_answer
 
 DEFAULT_PREFILL_CHUNK = 4096  # tokens per prefill forward: ~0.5 GiB of activations on the 7B model in bf16
@@ -114,8 +115,8 @@ def prefill(
             input_ids=ids[:, start:end],
             inputs_embeds=embeds[:, start:end],
             attention_mask=torch.ones(1, end, dtype=torch.long, device=device),
-            past_key_values=cache,
             use_cache=True,
+            **with_cache(cache),
         )
     return cache
 
@@ -147,7 +148,7 @@ class _Tail:
             mask = mask[None, None]
         pos = torch.tensor([positions], device=dev)
         out = backbone(
-            model, input_ids=inputs, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+            model, input_ids=inputs, attention_mask=mask, position_ids=pos, use_cache=True, **with_cache(cache)
         )
         return out.last_hidden_state[0]
 

@@ -35,6 +35,7 @@ from torch import nn
 from vlat.compression import AudioCompression
 from vlat.rope.config import AudioRopeConfig
 from vlat.rope.embedding import AudioRotaryEmbedding, RopePlan, temperature_scale
+from vlat.rope.hf_cache import cache_in, cache_of
 from vlat.rope.positions import AudioTimes, raw_positions, warp_positions, whole_factor
 
 _HOOKS_ATTR = "_vlat_rope_hooks"
@@ -152,7 +153,7 @@ def plan_chunked_prefill(model: nn.Module, input_ids: torch.Tensor, cache, times
     """Prepare an empty KV cache for prefilling ``input_ids`` (B, T, no padding) in consecutive chunks.
 
     The plan of the whole prompt is computed here and stored on ``cache``; each chunk's forward (``input_ids`` of
-    the chunk, ``past_key_values=cache``) uses its slice, so the result equals one forward over the whole prompt.
+    the chunk, with ``cache`` as its KV cache) uses its slice, so the result equals one forward over the whole prompt.
     ``times``: the audio tokens' times when they are compressed (:func:`vlat.audio_tokens.time_layout`). Vanilla
     RoPE without compression needs no plan (stock positions are already exact in chunks)."""
     rotary = installed_rope(model)
@@ -209,7 +210,7 @@ def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, a
     ref = input_ids if input_ids is not None else embeds
     bsz, seqlen = ref.shape[:2]
     device = ref.device
-    past = kwargs.get("past_key_values")
+    past = cache_in(kwargs)
     past_len = past.get_seq_length() if past is not None else 0
 
     attention_mask = kwargs.get("attention_mask")
@@ -245,7 +246,7 @@ def _before_forward(rotary: AudioRotaryEmbedding, audio_token_id: int, module, a
 
 def _after_forward(rotary: AudioRotaryEmbedding, module, args, kwargs, output):
     state, rotary.pending_state, rotary.plan = rotary.pending_state, None, None
-    cache = getattr(output, "past_key_values", None)
+    cache = cache_of(output)
     if cache is not None and state is not None:
         setattr(cache, _STATE_ATTR, state)
         prefill = getattr(cache, _PREFILL_ATTR, None)
