@@ -83,7 +83,7 @@ def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_di
     assert "limited_seed0: training arguments changed" in third.stdout
     assert (out / "runs" / "limited_seed0.stale-1" / "done.json").exists()
     assert (
-        torch.load(out / "runs" / "limited_seed0" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+        torch.load(out / "runs" / "limited_seed0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     )
     single = (out / "comparison.md").read_text()
     assert "| limited |" in single and "±" not in single.split("\n", 2)[2]

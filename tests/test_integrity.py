@@ -18,7 +18,7 @@ EVERY_3 = {"trainer.limit_val_batches": 0, "trainer.callbacks.1.init_args.every_
 
 
 def _complete(path: Path) -> int:
-    return int(torch.load(path, weights_only=False)["global_step"])
+    return int(torch.load(path, weights_only=True)["global_step"])
 
 
 def _other_filesystem_tmpdir(tmp_path: Path) -> dict:
@@ -79,7 +79,7 @@ def test_evaluate_loads_the_adapter_saved_with_the_checkpoint(tmp_path, tiny_mod
     # a kill between publishing last.ckpt (step 6) and last-adapter/ leaves the step-3 adapter beside it
     shutil.rmtree(ckpts / "last-adapter")
     shutil.copytree(ckpts / "epoch=0-step=3-adapter", ckpts / "last-adapter")
-    ckpt = torch.load(ckpts / "last.ckpt", weights_only=False)
+    ckpt = torch.load(ckpts / "last.ckpt", weights_only=True)
     for name in ("last.ckpt", "epoch=0-step=6.ckpt"):  # Lightning's names contain '='
         [(label, adapter)] = resolve_adapters([str(ckpts / name)])
         assert label == f"run/{name.removesuffix('.ckpt')}"
@@ -96,7 +96,44 @@ def test_evaluate_loads_the_adapter_saved_with_the_checkpoint(tmp_path, tiny_mod
         torch.testing.assert_close(v, by_suffix[key])
     # the PEFT directory of a step checkpoint is the same adapter
     step6 = ckpts / "epoch=0-step=6-adapter" / "adapter_model.safetensors"
-    assert step6.read_bytes() == torch.load(ckpts / "epoch=0-step=6.ckpt", weights_only=False)[ADAPTER_KEY][step6.name]
+    assert step6.read_bytes() == torch.load(ckpts / "epoch=0-step=6.ckpt", weights_only=True)[ADAPTER_KEY][step6.name]
+
+
+class _TouchOnLoad:
+    """Unpickling this object creates ``marker``: what a malicious checkpoint would do, harmlessly."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.seam
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(tmp_path, tiny_model_dir, synth_dir, unloadable_model):
+    config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 6})
+    train(config)
+    ckpts = run / "checkpoints"
+    marker = tmp_path / "code-ran"
+    evil = ckpts / "epoch=9-step=99.ckpt"  # the highest step: what `--ckpt_path last` would otherwise pick
+    torch.save(
+        {**torch.load(ckpts / "last.ckpt", weights_only=True), "global_step": 99, "x": _TouchOnLoad(marker)}, evil
+    )
+
+    res = _evaluate("--model", unloadable_model, "--adapter", evil, "--data", synth_dir, "--output", tmp_path / "out")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr[-2000:]
+    assert "epoch=9-step=99.ckpt: refused" in res.stderr and "weights_only=True" in res.stderr  # before the model loads
+    res = train(config, "--ckpt_path", str(evil), check=False)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and err[-1].startswith("train.py: error: ckpt_path") and "refused" in err[-1]
+    assert "Traceback" not in res.stderr
+    assert not marker.exists()
+
+    res = train(config, "--ckpt_path", "last", "--trainer.max_steps", "8")  # skipped by name; step 6 resumes
+    assert "epoch=9-step=99.ckpt (refused" in res.stderr and "resuming from" in res.stdout + res.stderr
+    assert "epoch=0-step=6.ckpt" in res.stdout + res.stderr or "last.ckpt" in res.stdout + res.stderr
+    assert sorted(scalars(run, "train/loss"))[-2:] == [6, 7] and not marker.exists()
+    assert _complete(ckpts / "last.ckpt") == 8
 
 
 def test_label_path_parsing_keeps_lightning_names(tmp_path):
@@ -426,7 +463,7 @@ def test_a_non_finite_batch_is_skipped_counted_and_named(tmp_path, tiny_model_di
     assert "global step 2 (samples: " in warning and "q" in warning.split("samples: ")[1]  # question ids
     assert scalars(run, "data/skipped/nonfinite_loss")[5] == 4  # the batch's 4 samples
     assert all(v == v for v in scalars(run, "train/loss").values())  # no NaN reached the logs (or the weights)
-    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 6 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
 
 
@@ -435,7 +472,7 @@ def test_non_finite_batches_in_a_row_stop_the_run_naming_samples(tmp_path, tiny_
     res = train(with_callback(config, "tests.faults.NaNFeaturesAt", at=[4, 5, 6]), check=False)
     assert res.returncode != 0
     assert "3 batches in a row: stopping" in res.stderr and "global step 6 (samples: " in res.stderr
-    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # what was written is intact, finite
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # what was written is intact, finite
     assert state["global_step"] <= 6 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
 
 

@@ -110,7 +110,7 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
     assert (run / "tb" / "version_0" / "config.yaml").exists() or list(run.rglob("config.yaml"))
 
     # checkpoints hold LoRA weights only; the PEFT adapter beside them loads onto the stock base model
-    ckpt = torch.load(run / "checkpoints" / "epoch=0-step=24.ckpt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "epoch=0-step=24.ckpt", weights_only=True)
     assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
     adapter = run / "checkpoints" / "epoch=0-step=24-adapter"
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
@@ -126,6 +126,7 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
         torch.testing.assert_close(p.detach(), by_suffix[name.split("language_model.", 1)[1]])
 
 
+@pytest.mark.seam
 def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, synth_dir):
     common = {"trainer.limit_val_batches": 0, "trainer.callbacks.1.init_args.every_n_train_steps": 3}
     full_cfg, full_run = write_config(tmp_path / "a", tiny_model_dir, synth_dir, **common, **{"trainer.max_steps": 6})
@@ -158,7 +159,7 @@ def test_non_finite_loss_stops_with_clear_error(tmp_path, tiny_model_dir, synth_
     kept = sorted(run.glob("checkpoints/epoch=0-step=*.ckpt"))
     assert kept, "the checkpoint written before the failure must remain"
     for path in kept:  # every checkpoint written is complete and finite
-        state = torch.load(path, weights_only=False)["state_dict"]
+        state = torch.load(path, weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values())
 
 
@@ -178,7 +179,7 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_model_dir, synth_dir):
     res = train(config)
     out = res.stderr + res.stdout
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out and "distributed_backend=gloo" in out
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3 and ckpt["YODAS2MCQADataModule"]["plans_consumed"] == 3
 
 

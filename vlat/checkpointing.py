@@ -7,11 +7,16 @@
   ``X.ckpt``, so it always evaluates the weights saved with that checkpoint.
 - ``--ckpt_path last`` resumes from the newest complete checkpoint (:func:`newest_checkpoint`).
 - An unwritable checkpoint directory is an error at setup, before the model loads.
+- No checkpoint file runs code when read: every read (resume, ``--ckpt_path last``'s scan, ``evaluate.py --adapter
+  X.ckpt``) uses ``torch.load(weights_only=True)``, which rebuilds tensors, containers and primitives only. A file
+  that needs anything else is refused in one line naming it (:class:`UnsafeCheckpointError`).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -33,29 +38,62 @@ def adapter_dir_for(ckpt_path: str | Path) -> Path:
     return p.with_name(p.stem + "-adapter")
 
 
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint that could only be read by unpickling arbitrary objects (which can run code): refused."""
+
+    def __init__(self, path, error: pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        self.path, self.found = path, found.group(1) if found else None
+        what = f" ({self.found})" if self.found else ""
+        super().__init__(
+            f"{path}: refused: reading it would build objects that are not tensors or plain data{what}; vlat reads "
+            "checkpoints with torch.load(weights_only=True) so that no checkpoint file can run code"
+        )
+
+
+def safe_load(path: str | Path, **kwargs):
+    """``torch.load`` restricted to tensors, containers and primitives; anything else is an
+    :class:`UnsafeCheckpointError` naming the file and the first object it would have built."""
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(path, e) from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into a temporary file beside the destination, fsync, rename (Lightning's default writes through
-    a temporary file in ``$TMPDIR`` and, across filesystems, copies it over the old checkpoint)."""
+    a temporary file in ``$TMPDIR`` and, across filesystems, copies it over the old checkpoint); reads with the safe
+    loader."""
 
     def save_checkpoint(self, checkpoint: dict, path: _PATH, storage_options=None) -> None:
         if get_filesystem(path).protocol not in ("file", ("file", "local")):
             return super().save_checkpoint(checkpoint, path, storage_options)
         write_file_atomic(path, lambda f: torch.save(checkpoint, f))
 
+    def load_checkpoint(self, path: _PATH, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
+        """``weights_only=True`` whatever the caller asked (Lightning leaves the choice to ``torch.load``)."""
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UnsafeCheckpointError(path, e) from None
+
 
 def load_checkpoint_head(path: str | Path) -> dict:
     """A checkpoint's contents with tensors memory-mapped, not read (cheap for a completeness check)."""
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return safe_load(path, map_location="cpu", mmap=True)
 
 
 def newest_checkpoint(dirs: list[Path]) -> tuple[Path | None, list[str]]:
     """The complete checkpoint with the highest global step in ``dirs`` (``last.ckpt`` wins a tie), and the
-    unreadable ones (``name (error)``), which are never chosen."""
+    unreadable or refused ones (``name (why)``), which are never chosen."""
     best, best_key, broken = None, None, []
     for d in dirs:
         for p in sorted(Path(d).glob("*.ckpt")):
             try:
                 step = int(load_checkpoint_head(p)["global_step"])
+            except UnsafeCheckpointError as e:
+                broken.append(f"{p.name} (refused: it would build {e.found or 'objects'}, not tensors or plain data)")
+                continue
             except Exception as e:  # truncated, empty, not a checkpoint
                 broken.append(f"{p.name} ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})")
                 continue

@@ -12,7 +12,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from vlat.checkpointing import newest_checkpoint
+from vlat.checkpointing import UnsafeCheckpointError, load_checkpoint_head, newest_checkpoint
 from vlat.data import YODAS2MCQADataModule
 from vlat.errors import ConfigError
 from vlat.lightning_module import VLATModule
@@ -45,6 +45,11 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer) -> str | None:
     if ckpt_path != "last":
         if ckpt_path is not None and not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path {ckpt_path}: no such checkpoint")
+        if ckpt_path is not None:
+            try:
+                load_checkpoint_head(ckpt_path)  # refused here, in one line, before the model loads
+            except UnsafeCheckpointError as e:
+                raise ConfigError(f"ckpt_path {e}") from None
         return ckpt_path
     dirs = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath and Path(cb.dirpath).is_dir()]
     best, broken = newest_checkpoint(dirs)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from vlat.audio import featurize, load_audio, seconds_to_tokens
 from vlat.audio_tokens import time_layout
-from vlat.checkpointing import adapter_dir_for, adapter_files
+from vlat.checkpointing import UnsafeCheckpointError, adapter_dir_for, adapter_files
 from vlat.compression import AudioCompression
 from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
@@ -85,6 +85,8 @@ def _checkpoint_adapter(entry: str, ckpt: Path) -> Path:
         raise EvalInputError(f"--adapter {entry}: no such checkpoint")
     try:
         files = adapter_files(ckpt)
+    except UnsafeCheckpointError as e:
+        raise EvalInputError(f"--adapter {e}") from None
     except Exception as e:
         raise EvalInputError(f"--adapter {entry}: unreadable checkpoint ({type(e).__name__}: {e})") from e
     if files is None:
