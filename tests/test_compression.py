@@ -26,6 +26,8 @@ from vlat.rope import (
 )
 from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate, predict_logits
 
+pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
+
 # --- settings ---------------------------------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ def evaluate(*args):
     )
 
 
+@pytest.mark.seam
 def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapter_dir):
     out = tmp_path / "eval"
     res = evaluate(

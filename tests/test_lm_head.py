@@ -1,5 +1,6 @@
 """Logits at selected positions only: same loss, gradients and logits as the stock full-sequence forward."""
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -8,6 +9,8 @@ from vlat.data import MCQABatchStream, StreamSpec
 from vlat.lm_head import answer_loss, backbone, logits_at
 from vlat.model_loading import prepare_for_training
 from vlat.rope import AudioRopeConfig, apply_audio_rope
+
+pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
 
 
 def _lora_model(tiny_model_dir):

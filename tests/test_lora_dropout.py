@@ -7,6 +7,8 @@ from torch import nn
 
 from vlat.lora_dropout import DropoutLinear, _DropoutLinear, dropout_mask, fuse_lora_dropout
 
+pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_equals_explicit_dropout_with_the_same_mask(dtype):
