@@ -9,10 +9,11 @@ import lightning as L
 
 class RecordIds(L.Callback):
     def __init__(self, out: str):
-        self.out, self.ids = Path(out), {"train": [], "val": [], "train_audio_tokens": []}
+        self.out, self.ids = Path(out), {"train": [], "val": [], "train_audio_tokens": [], "train_pass": []}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.ids["train"] += batch.get("id", [])
+        self.ids["train_pass"] += [batch.get("data_pass")] * len(batch.get("id", []))
         if batch.get("n", 0):
             audio = batch["input_ids"] == pl_module.audio_token_id
             self.ids["train_audio_tokens"] += audio.sum(-1).tolist()

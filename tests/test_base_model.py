@@ -107,3 +107,22 @@ def test_quick_start_sweep_cells_differ(quick_start, tmp_path):
     grid = json.loads((out / "sweep.json").read_text())
     assert grid["questions"] == 20
     assert len({a for row in grid["accuracy"] for a in row}) > 1, grid["accuracy"]
+
+
+def test_the_quick_start_checkpoint_resumes_past_its_first_data_pass(quick_start, tmp_path):
+    """`--ckpt_path last` on the quick start's own run (step 60, a pass is about 34 steps): it goes on from the
+    pass it was in instead of closing an empty pass 0."""
+    import os
+    import shutil
+
+    os.symlink(quick_start / ".smoke", tmp_path / ".smoke")
+    shutil.copytree(quick_start / "runs" / "smoke" / "checkpoints", tmp_path / "runs" / "smoke" / "checkpoints")
+    last = tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 60 and saved["vlat_data_pass"]["pass"] >= 1
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.yaml")]
+    extra = ["--ckpt_path", "last", "--trainer.max_steps", "62", "--trainer.limit_val_batches", "0"]
+    res = subprocess.run([*cmd, *extra], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == 62 and resumed["vlat_data_pass"]["pass"] == saved["vlat_data_pass"]["pass"]

@@ -87,7 +87,8 @@ def test_single_file_decoding_is_spread_over_workers(processor, yodas2_one_file)
 
 
 def _rank_batches(processor, source, workers, world, rank, position) -> list[tuple]:
-    """Batch id tuples one rank's DataLoader delivers from ``position`` = (epoch, batches already consumed)."""
+    """Batch id tuples one rank's DataLoader delivers from ``position`` = (epoch, batches already consumed, first
+    pass)."""
     stream = MCQABatchStream(
         StreamSpec(str(source), "train", seed=5), processor, 3, train=True, world_size=world, rank=rank, bucket_buffer=6
     )
@@ -98,11 +99,11 @@ def _rank_batches(processor, source, workers, world, rank, position) -> list[tup
 @pytest.mark.parametrize("workers,world", [(0, 1), (2, 1), (2, 2), (4, 2)])
 def test_resume_mid_epoch_delivers_exactly_the_rest(workers, world, processor, yodas2_dir):
     for epoch in (0, 1):  # a later epoch has its own order, and resumes within it
-        full = [_rank_batches(processor, yodas2_dir, workers, world, rank, (epoch, 0)) for rank in range(world)]
+        full = [_rank_batches(processor, yodas2_dir, workers, world, rank, (epoch, 0, None)) for rank in range(world)]
         assert full[0]
         for k in (1, 3, len(full[0]) - 1):
             for rank in range(world):
-                rest = _rank_batches(processor, yodas2_dir, workers, world, rank, (epoch, k))
+                rest = _rank_batches(processor, yodas2_dir, workers, world, rank, (epoch, k, None))
                 assert rest == full[rank][k:], (epoch, k, rank)
 
 

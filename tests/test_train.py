@@ -141,6 +141,48 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, synth_d
     assert scalars(full_run, "vlat/virtual_factor") == scalars(cut_run, "vlat/virtual_factor")
 
 
+def _recorded(ids_dir: Path) -> dict:
+    return json.loads((ids_dir / "rank0.json").read_text())
+
+
+def test_resume_several_passes_in_continues_as_the_uninterrupted_run(tmp_path, tiny_model_dir, synth_dir):
+    """30 training questions in batches of 4: 8 batches a pass. Cut at step 18 (pass 2), resume to 22: the resumed
+    run trains on exactly the questions, in the order, and with the losses of the uninterrupted run."""
+    common = {"trainer.limit_val_batches": 0, "trainer.callbacks.1.init_args.every_n_train_steps": 6}
+    full_cfg, full_run = write_config(tmp_path / "a", tiny_model_dir, synth_dir, **common, **{"trainer.max_steps": 22})
+    train(with_callback(full_cfg, "tests.id_recorder.RecordIds", out=str(tmp_path / "ids_a")))
+    cut_cfg, cut_run = write_config(tmp_path / "b", tiny_model_dir, synth_dir, **common, **{"trainer.max_steps": 18})
+    train(cut_cfg)
+    assert torch.load(cut_run / "checkpoints" / "last.ckpt", weights_only=True)["vlat_data_pass"]["pass"] == 2
+    resumed_cfg = with_callback(cut_cfg, "tests.id_recorder.RecordIds", out=str(tmp_path / "ids_b"))
+    res = train(resumed_cfg, "--trainer.max_steps", "22", "--ckpt_path", "last")
+    assert "no usable training sample" not in res.stderr
+    full, resumed = _recorded(tmp_path / "ids_a"), _recorded(tmp_path / "ids_b")
+    assert resumed["train"] and resumed["train"] == full["train"][-len(resumed["train"]) :]
+    assert set(full["train_pass"]) == {0, 1, 2} and set(resumed["train_pass"]) == {2}
+    full_loss, resumed_loss = scalars(full_run, "train/loss"), scalars(cut_run, "train/loss")
+    for step in range(18, 22):
+        assert abs(full_loss[step] - resumed_loss[step]) < 1e-5, (step, full_loss[step], resumed_loss[step])
+
+
+def test_resume_under_another_worker_count_refuses_or_starts_the_next_pass(tmp_path, tiny_model_dir, synth_dir):
+    common = {"trainer.limit_val_batches": 0, "trainer.callbacks.1.init_args.every_n_train_steps": 3}
+    config, run = write_config(tmp_path, tiny_model_dir, synth_dir, workers=2, **common, **{"trainer.max_steps": 3})
+    train(config)
+    res = train(config, "--data.num_workers", "1", "--trainer.max_steps", "6", "--ckpt_path", "last", check=False)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert err[-1].startswith("train.py: error: data: the checkpoint is 3 batches into a data pass")
+    assert "num_workers 2 -> 1" in err[-1] and "--data.restart_pass true" in err[-1]
+    # starting the next pass afresh: every question of it exactly once, under the new worker count
+    ids = tmp_path / "ids"
+    restarted = with_callback(config, "tests.id_recorder.RecordIds", out=str(ids))
+    extra = ("--data.num_workers", "1", "--data.restart_pass", "true", "--trainer.max_steps", "11")
+    train(restarted, *extra, "--ckpt_path", "last")
+    seen = _recorded(ids)
+    assert set(seen["train_pass"]) == {1} and len(seen["train"]) == 30 and len(set(seen["train"])) == 30
+
+
 def test_non_finite_loss_stops_with_clear_error(tmp_path, tiny_model_dir, synth_dir):
     config, run = write_config(
         tmp_path,
@@ -192,7 +234,7 @@ def test_ddp_epoch_with_workers_sees_every_question_once(tmp_path, tiny_model_di
     config, run = write_config(tmp_path, tiny_model_dir, yodas2_dir, workers=2, **DDP_ONE_EPOCH)
     config = with_callback(config, "tests.id_recorder.RecordIds", out=str(ids_dir))
     train(config)
-    seen = {"train": [], "val": [], "train_audio_tokens": []}
+    seen = {"train": [], "val": [], "train_audio_tokens": [], "train_pass": []}
     for path in ids_dir.glob("rank*.json"):
         for k, v in json.loads(path.read_text()).items():
             seen[k] += v

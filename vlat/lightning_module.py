@@ -117,7 +117,8 @@ class VLATModule(L.LightningModule):
         self._window_samples = 0  # real samples since the last optimizer step (this rank)
         self._pass_samples = 0  # real samples in the current data pass (this rank)
         self._epoch_samples = 0  # real samples in the current epoch (this rank)
-        self._data_pass = 0
+        self._data_pass: int | None = 0  # None: resumed without a record of it (the first batch tells)
+        self._resumed_epoch_samples: tuple[int, int] | None = None  # (epoch, samples): a mid-epoch resume goes on
         self._t0 = None
         self._resume_rng = None
         self._nonfinite_run = 0  # consecutive batches with a non-finite loss (this rank)
@@ -204,6 +205,8 @@ class VLATModule(L.LightningModule):
     def _count_skipped(self, batch: dict) -> None:
         """Training batches: a new data pass summarises (and checks) the one before, then this batch's skips count."""
         pass_idx = batch.get("data_pass", self._data_pass)
+        if self._data_pass is None:  # resumed from a checkpoint that did not record its pass: adopt this one
+            self._data_pass = pass_idx
         if pass_idx != self._data_pass:
             self._end_of_pass(f"data pass {self._data_pass}")
             self._data_pass = pass_idx
@@ -325,7 +328,8 @@ class VLATModule(L.LightningModule):
             self.log("train/audio_tokens_per_s", self._audio_tokens / max(elapsed, 1e-9), on_step=True, batch_size=1)
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_samples = 0
+        resumed, self._resumed_epoch_samples = self._resumed_epoch_samples, None
+        self._epoch_samples = resumed[1] if resumed and resumed[0] == self.current_epoch else 0
 
     def on_train_epoch_end(self) -> None:
         self._end_of_pass(f"epoch {self.current_epoch}", self._epoch_samples)
@@ -365,6 +369,15 @@ class VLATModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["vlat_rng"] = {"torch": torch.get_rng_state()}
         checkpoint["vlat_train_skips"] = self._all_ranks(self.train_skips)  # the run's totals go on with it
+        # the data pass in progress and its usable samples so far (all ranks), so that a resume past the first pass
+        # closes passes as an uninterrupted run would (and the empty-pass check counts the samples seen before)
+        seen = self._all_ranks(torch.tensor([float(self._pass_samples), float(self._epoch_samples)]))
+        checkpoint["vlat_data_pass"] = {
+            "pass": self._data_pass,
+            "pass_samples": int(seen[0]),
+            "epoch": self.current_epoch,
+            "epoch_samples": int(seen[1]),
+        }
         if torch.cuda.is_available():
             checkpoint["vlat_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -373,6 +386,11 @@ class VLATModule(L.LightningModule):
         if "vlat_train_skips" in checkpoint and self.global_rank == 0:  # summed over ranks: kept by one
             self.train_skips = checkpoint["vlat_train_skips"].clone().float()
             self._train_skips_reported = self.train_skips.clone()
+        passed = checkpoint.get("vlat_data_pass")
+        self._data_pass = passed["pass"] if passed else None
+        if passed and self.global_rank == 0:  # summed over ranks: kept by one
+            self._pass_samples = passed["pass_samples"]
+            self._resumed_epoch_samples = (passed["epoch"], passed["epoch_samples"])
 
 
 def _check_hparams(hp: dict) -> None:

@@ -39,6 +39,10 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         seed: seed of shuffling and of the video-level split.
         audio_compression: audio tokens per recording in the prompts (linked to ``model.audio_compression`` in
             ``train.py``; :mod:`vlat.compression`).
+        restart_pass: on resume, start the next data pass afresh instead of continuing the checkpoint's pass (the
+            rest of that pass is not trained on). Needed to resume under another ``num_workers``, number of ranks,
+            batch size or data settings: the position inside a pass is counted in batches of its layout, so
+            continuing it under another layout would repeat some questions and skip others (refused otherwise).
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         infinite_train: bool = True,
         seed: int = 0,
         audio_compression: str = "none",
+        restart_pass: bool = False,
     ):
         super().__init__()
         checks = [
@@ -87,7 +92,9 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         self.processor = None
         self.sources: dict[str, Source] = {}
         self.epoch = 0  # the training epoch that plans_consumed counts in
-        self.plans_consumed = 0  # training batches of that epoch already used on this rank (restored on resume)
+        self.first_pass: int | None = None  # the data pass plans_consumed counts from (None: the epoch's first)
+        self.plans_consumed = 0  # training batches already used on this rank since then (restored on resume)
+        self.data_pass = 0  # the data pass of the last batch used
 
     def _val_side(self) -> tuple[str, str] | None:
         hp = self.hparams
@@ -142,10 +149,13 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         stream.progress = self._train_position
         return DataLoader(stream, batch_size=None, num_workers=hp.num_workers)
 
-    def _train_position(self) -> tuple[int, int]:
-        """(epoch, batches of it already consumed), read by the stream when an epoch's iteration starts."""
+    def _train_position(self) -> tuple[int, int, int | None]:
+        """(epoch, batches already consumed, the pass they count from), read by the stream when an epoch's
+        iteration starts."""
         epoch = self.trainer.current_epoch if self.trainer is not None else self.epoch
-        return epoch, self.plans_consumed if epoch == self.epoch else 0
+        if epoch != self.epoch:
+            return epoch, 0, None
+        return epoch, self.plans_consumed, self.first_pass
 
     def val_dataloader(self) -> DataLoader | list:
         hp = self.hparams
@@ -174,13 +184,47 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         batch = expand_features(batch)
         if self.trainer is not None and self.trainer.training:
             if batch.get("epoch", self.epoch) != self.epoch:  # first batch of a new epoch
-                self.epoch, self.plans_consumed = batch["epoch"], 0
+                self.epoch, self.plans_consumed, self.first_pass = batch["epoch"], 0, None
             self.plans_consumed += 1
+            self.data_pass = batch.get("data_pass", self.data_pass)
         return batch
 
+    def _layout(self) -> dict:
+        """What the position inside a pass is counted in: the same rows, cut into the same batches, dealt to the
+        same (rank, worker) slots."""
+        hp = self.hparams
+        keys = ("source", "train_split", "train_lengths", "holdout_fraction", "batch_size", "bucket_buffer")
+        return {
+            **{k: hp[k] for k in keys},
+            "buffer_mib": hp.buffer_mib,
+            "seed": hp.seed,
+            "num_workers": hp.num_workers,
+            "ranks": self.trainer.world_size if self.trainer is not None else 1,
+        }
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "plans_consumed": self.plans_consumed}
+        return {
+            "epoch": self.epoch,
+            "plans_consumed": self.plans_consumed,
+            "first_pass": self.first_pass,
+            "data_pass": self.data_pass,
+            "layout": self._layout(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state.get("epoch", 0))
         self.plans_consumed = int(state.get("plans_consumed", 0))
+        self.first_pass = state.get("first_pass")
+        self.data_pass = int(state.get("data_pass", self.epoch))
+        if self.hparams.restart_pass:  # the next pass, from its start (a finite epoch gives up the rest of its own)
+            self.first_pass = self.data_pass + 1
+            self.plans_consumed = 0
+            return
+        saved, now = state.get("layout"), self._layout()
+        if saved is not None and saved != now and self.plans_consumed:
+            changed = ", ".join(f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v)
+            raise ConfigError(
+                f"data: the checkpoint is {self.plans_consumed} batches into a data pass counted under other "
+                f"settings ({changed}); continuing it would repeat some questions and skip others. Resume with the "
+                "checkpoint's settings, or add --data.restart_pass true to start the next data pass afresh"
+            )

@@ -83,8 +83,11 @@ def iter_records(
 class MCQABatchStream(IterableDataset):
     """Yields collated batches; see the module docstring. ``infinite`` repeats passes (training by ``max_steps``).
 
-    ``epoch`` and ``skip_plans`` (batches of that epoch already consumed on this rank) position the stream; a data
-    module sets ``progress`` to a callable returning both, read when iteration starts.
+    ``epoch``, ``skip_plans`` and ``first_pass`` position the stream: it starts at data pass ``first_pass`` (None:
+    ``epoch``), past the ``skip_plans`` batches this rank already consumed from there. A data module sets
+    ``progress`` to a callable returning the three, read when iteration starts. A finite stream whose first pass
+    lies beyond its epoch yields nothing (the rest of that epoch was given up, see the data module's
+    ``restart_pass``).
     """
 
     def __init__(
@@ -113,8 +116,8 @@ class MCQABatchStream(IterableDataset):
         self.source = source or resolve(spec.source, spec.split, spec.lengths)
         if self.source.num_rows == 0:
             raise SourceError(f"{spec.source}: split {spec.split!r} has no rows")
-        self.epoch, self.skip_plans = 0, 0
-        self.progress: Callable[[], tuple[int, int]] | None = None
+        self.epoch, self.skip_plans, self.first_pass = 0, 0, None
+        self.progress: Callable[[], tuple[int, int, int | None]] | None = None
         self.max_logged_errors = max_logged_errors
         self._log_budget = max_logged_errors
         self.collate = MCQACollator(
@@ -125,7 +128,7 @@ class MCQABatchStream(IterableDataset):
 
     def __getstate__(self) -> dict:  # spawned workers get the position as plain numbers
         state = dict(self.__dict__)
-        state["epoch"], state["skip_plans"] = self._position()
+        state["epoch"], state["skip_plans"], state["first_pass"] = self._position()
         state["progress"] = None
         return state
 
@@ -140,8 +143,8 @@ class MCQABatchStream(IterableDataset):
             self.processor, silence, "?", ["a", "b", "c", "d"], 0, audio_compression=self.audio_compression
         )
 
-    def _position(self) -> tuple[int, int]:
-        return self.progress() if self.progress is not None else (self.epoch, self.skip_plans)
+    def _position(self) -> tuple[int, int, int | None]:
+        return self.progress() if self.progress is not None else (self.epoch, self.skip_plans, self.first_pass)
 
     def buckets(self) -> list[float]:
         """The length buckets this stream reports on (validation accuracy is logged per bucket)."""
@@ -288,14 +291,15 @@ class MCQABatchStream(IterableDataset):
             # bench/dataloader.py, whose process holds only the processor): move them out of its sight (a list
             # splice, no traversal). The training process's own collector is untouched.
             gc.freeze()
-        epoch, consumed = self._position()
+        epoch, consumed, first_pass = self._position()
+        first_pass = epoch if first_pass is None else first_pass
         # the DataLoader restarts its round-robin at worker 0: after `consumed` batches, worker w continues the
         # stream that worker (w + consumed) % workers was producing
         role = (worker + consumed) % workers
         n_slots, slot = self.world_size * workers, self.rank * workers + role
         skip = batches_before(consumed, role, workers)
         self._log_budget = self.max_logged_errors
-        for pass_idx in count(epoch) if self.infinite else (epoch,):
+        for pass_idx in count(first_pass) if self.infinite else (epoch,) if first_pass <= epoch else ():
             plan = self._plan(pass_idx, slot, n_slots)
             if skip >= plan.total:  # a whole pass consumed before a resume: nothing to read
                 skip -= plan.total
