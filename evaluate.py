@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-new-tokens", type=int, help="reply length limit of --scoring generate (default 24)")
     p.add_argument("--max-questions", type=int, default=None, help="stop after this many questions (quick checks)")
+    p.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=900.0,
+        help="recordings longer than this are skipped (from their header, before decoding), as in training; inf = none",
+    )
     p.add_argument("--dtype", default="auto")
     p.add_argument("--attn-implementation", default="auto")
     p.add_argument("--output", help="output directory")
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         scoring=args.scoring,
         **{k: getattr(args, k) for k in ("max_new_tokens", "prefill_chunk") if getattr(args, k) is not None},
         max_questions=args.max_questions,
+        max_audio_seconds=args.max_audio_seconds,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
     )
@@ -116,9 +123,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
     preds, rows = evaluator.run(progress=not args.no_progress)
+    skipped = evaluator.skipped
+    if skipped:
+        reasons = ", ".join(f"{k}: {v}" for k, v in evaluator.skipped_by_reason.items())
+        print(
+            f"evaluate.py: skipped {len(skipped)} questions ({reasons}); each is named in results.json", file=sys.stderr
+        )
+    if not preds:
+        print(
+            f"evaluate.py: error: no question could be scored ({len(skipped)} skipped, "
+            f"{sum(evaluator.memory_skipped.values())} beyond memory); {args.output} is left as it was",
+            file=sys.stderr,
+        )
+        return 1
     meta = {
         "spec": {k: v for k, v in vars(args).items() if k != "no_progress"},
-        "skipped_questions": evaluator.skipped_questions,
+        "skipped_questions": len(skipped),
+        "skipped_by_reason": evaluator.skipped_by_reason,
+        "skipped": skipped,
         "memory_skipped": {f"{k:g}": v for k, v in evaluator.memory_skipped.items()},
     }
     print(markdown_table(rows), end="")  # first: the results survive a failed write

@@ -299,12 +299,41 @@ def test_audio_files_are_decoded_once_per_batch(synth_dir, processor, monkeypatc
 
 
 def test_a_recording_that_cannot_be_featurised_skips_each_of_its_questions(yodas2_one_file, processor, monkeypatch):
-    calls = _count_encodes(monkeypatch)
-    batches = list(_stream(processor, yodas2_one_file, batch_size=3, max_audio_seconds=10.0))  # clips are 30 s
+    import vlat.data.stream as stream_mod
+
+    calls = []
+
+    def fail(*a, name="?", **k):
+        calls.append(name)
+        raise BadSampleError(name, "corrupt_audio", "cannot decode audio (test)")
+
+    monkeypatch.setattr(stream_mod, "encode_recording", fail)
+    batches = list(_stream(processor, yodas2_one_file, batch_size=3))
     skipped = Counter()
     for b in batches:
         skipped.update(b["skipped"])
-    assert sum(b["n"] for b in batches) == 0 and skipped == {"too_long": 5 * len(calls)}
+    assert calls and sum(b["n"] for b in batches) == 0 and skipped == {"corrupt_audio": 5 * len(calls)}
+
+
+def test_over_long_audio_is_skipped_from_its_header_without_decoding(
+    synth_dir, yodas2_one_file, processor, monkeypatch
+):
+    """A file's header (an inline waveform's sample count) is enough to reject it as over max_audio_seconds: the
+    30-s clips with a 10-s limit are counted as too_long and never decoded or featurised."""
+    import soundfile as sf
+
+    calls = _count_encodes(monkeypatch)
+    decoded = []
+    real_read = sf.read
+    monkeypatch.setattr(sf, "read", lambda f, *a, **k: decoded.append(f) or real_read(f, *a, **k))
+    for source in (synth_dir, yodas2_one_file):
+        rows = resolve(str(source), "train").num_rows
+        skipped = Counter()
+        for b in _stream(processor, source, batch_size=3, max_audio_seconds=10.0):
+            skipped.update(b["skipped"])
+            assert b["n"] == 0
+        assert skipped == {"too_long": rows}, source
+    assert not calls and not decoded
 
 
 def test_worker_batches_send_each_recordings_features_once_from_shared_memory(yodas2_one_file, processor):

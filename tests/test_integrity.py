@@ -490,9 +490,68 @@ def test_evaluation_skips_and_counts_rows_it_cannot_score(synth_dir, tmp_path):
     (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = EvalSpec(model="unused", data=str(d), lengths=None)
     skipped = []
-    kept = [r.id for group in recordings(spec, open_source(spec), lambda n, why: skipped.append(why)) for r in group]
+    kept = [r.id for group in recordings(spec, open_source(spec), lambda e: skipped.append(e.reason)) for r in group]
     assert sorted(skipped) == ["bad_answer", "bad_options"] and len(kept) == len(rows) - 2
     assert rows[0]["id"] not in kept and rows[1]["id"] not in kept
+
+
+def test_evaluation_names_every_skip_applies_the_length_limit_and_keeps_results_when_nothing_scores(
+    synth_dir, tiny_model_dir, tmp_path, monkeypatch
+):
+    """The 30-s recording's audio is a symlink loop, the 75-s one is over --max-audio-seconds 60: every question is
+    named with its reason and counted per reason; the over-long one is rejected from its header (never decoded).
+    With nothing scorable the run exits 1 and the previous results stay."""
+    import json
+
+    import soundfile as sf
+
+    d = tmp_path / "data"
+    shutil.copytree(synth_dir, d)
+    rows = [json.loads(x) for x in (d / "test.jsonl").read_text().splitlines()]
+    short = [r for r in rows if r["duration"] == 30.0]
+    (d / "audio" / "loop_a").symlink_to("loop_b")
+    (d / "audio" / "loop_b").symlink_to("loop_a")
+    for r in short:
+        r["audio"] = "audio/loop_a"
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    ok = _evaluate("--model", tiny_model_dir, "--data", synth_dir, "--methods", "vanilla", "--output", out)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    before = (out / "results.json").read_bytes()
+
+    res = _evaluate("--model", tiny_model_dir, "--data", d, "--methods", "vanilla", "--max-audio-seconds", 60,
+                    "--output", out)  # fmt: skip
+    assert res.returncode == 1 and "no question could be scored" in res.stderr, res.stderr[-2000:]
+    assert f"skipped {len(rows)} questions (missing_audio: {len(short)}, too_long: {len(rows) - len(short)})" in (
+        res.stderr
+    )
+    assert "Too many levels of symbolic links" in res.stderr and "over max_audio_seconds=60" in res.stderr
+    assert (out / "results.json").read_bytes() == before  # nothing replaced
+
+    # in process: the over-long recording is never decoded, the loop is named, both counted per reason
+    from vlat.evaluation.runner import EvalSpec, open_source, recordings
+
+    decoded = []
+    real_read = sf.read
+    monkeypatch.setattr(sf, "read", lambda f, *a, **k: decoded.append(str(f)) or real_read(f, *a, **k))
+    spec = EvalSpec(model="unused", data=str(d), max_audio_seconds=60)
+    skipped = []
+    kept = [r for g in recordings(spec, open_source(spec), lambda e: skipped.append((e.sample, e.reason))) for r in g]
+    want = {r["id"]: "missing_audio" if r in short else "too_long" for r in rows}
+    assert len(skipped) == len(rows)
+    for sample, reason in skipped:  # a bad row is named by file, row and id; an over-long one by its id
+        [rid] = [i for i in want if i in sample]
+        assert reason == want.pop(rid)
+    assert not kept and not decoded
+
+
+def test_evaluate_checks_max_questions_before_the_model_loads(tmp_path, unloadable_model, synth_dir):
+    for value in ("0", "-1"):
+        res = _evaluate(
+            "--model", unloadable_model, "--data", synth_dir, "--max-questions", value, "--output", tmp_path
+        )
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr[-2000:]
+        assert "--max-questions" in res.stderr and "must be an integer >= 1" in res.stderr
 
 
 def test_compare_checks_methods_and_output_before_training(tmp_path, tiny_model_dir):

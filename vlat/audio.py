@@ -54,7 +54,12 @@ def load_audio(
     else:
         handle = io.BytesIO(src) if isinstance(src, bytes | bytearray) else Path(src)
         if isinstance(handle, Path) and not handle.is_file():
-            raise BadSampleError(label, "missing_audio", "audio file not found")
+            try:
+                os.stat(handle)
+                why = "not a file"
+            except OSError as e:  # missing, a symlink loop, no permission: the system's own words
+                why = e.strerror
+            raise BadSampleError(label, "missing_audio", f"cannot open audio file ({why})")
         try:
             data, rate = sf.read(handle, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:

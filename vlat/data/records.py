@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -138,8 +139,12 @@ def audio_duration(src: Any, name: str) -> float:
             return _header_duration(src)
         info = sf.info(io.BytesIO(src) if isinstance(src, bytes | bytearray) else src)
     except Exception as e:  # noqa: BLE001 - soundfile raises several types for unreadable headers
-        reason = "missing_audio" if isinstance(src, str) and not Path(src).exists() else "corrupt_audio"
-        raise BadSampleError(name, reason, f"cannot read audio header ({e})") from e
+        if isinstance(src, str):
+            try:
+                os.stat(src)  # soundfile says "System error." for a missing file or a symlink loop: say which
+            except OSError as os_error:
+                raise BadSampleError(name, "missing_audio", f"cannot open {src} ({os_error.strerror})") from None
+        raise BadSampleError(name, "corrupt_audio", f"cannot read audio header ({e})") from e
     return info.frames / info.samplerate
 
 

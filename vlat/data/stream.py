@@ -60,12 +60,19 @@ def iter_records(
     base_dir,
     on_bad: Callable[[BadSampleError], None],
     on_filtered: Callable[[], None] = lambda: None,
+    max_audio_seconds: float | None = None,
 ) -> Iterator[Record]:
-    """Normalize rows, skipping bad ones (``on_bad``) and those outside ``lengths`` / the holdout side."""
+    """Normalize rows, skipping bad ones (``on_bad``), those over ``max_audio_seconds`` (``too_long``, from the
+    duration the header or the sample count gives: nothing is decoded) and those outside ``lengths`` / the
+    holdout side (``on_filtered``)."""
     grid = spec.grid(source)
     for row in rows:
         try:
             rec = normalize(row, spec.columns, base_dir)
+            if max_audio_seconds is not None and rec.duration > max_audio_seconds:
+                raise BadSampleError(
+                    rec.id, "too_long", f"audio is {rec.duration:.1f} s, over max_audio_seconds={max_audio_seconds:g}"
+                )
         except BadSampleError as e:
             on_bad(e)
             continue
@@ -205,7 +212,15 @@ class MCQABatchStream(IterableDataset):
 
         recs = list(
             encode_inline(
-                iter_records(self.spec, self.source, rows, base, lambda e: self._note_bad(e, bad), note_filtered)
+                iter_records(
+                    self.spec,
+                    self.source,
+                    rows,
+                    base,
+                    lambda e: self._note_bad(e, bad),
+                    note_filtered,
+                    self.max_audio_seconds,
+                )
             )
         )
         if self.train:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import sys
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -43,6 +44,8 @@ from vlat.rope import (
 )
 from vlat.scoring import LOGITS_PREFIX, option_token_ids
 
+SKIPS_SHOWN = 20  # skipped questions named on the terminal (all of them are in results.json)
+
 
 class EvalInputError(ConfigError):
     """Bad evaluation input (missing adapter, wrong base model, unusable dataset): reported in one line."""
@@ -64,6 +67,7 @@ class EvalSpec:
     max_new_tokens: int = 24  # generate scoring
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # tokens per prefill forward; 0 = the whole prefix at once
     max_questions: int | None = None
+    max_audio_seconds: float | None = 900.0  # longer recordings are skipped from their header, as in training
     dtype: str = "auto"
     attn_implementation: str = "auto"
     columns: ColumnMapping = field(default_factory=ColumnMapping)
@@ -146,19 +150,21 @@ def open_source(spec: EvalSpec) -> Source:
     return source
 
 
-def recordings(spec: EvalSpec, source: Source, on_skip) -> Iterator[list[Record]]:
+def recordings(
+    spec: EvalSpec, source: Source, on_bad=lambda e: None, on_filtered=lambda: None
+) -> Iterator[list[Record]]:
     """Questions grouped by recording, in source order, without holding audio beyond one recording.
 
     Consecutive rows about one recording form a group (the published layout repeats a recording's audio in five
-    consecutive rows); JSON tables, whose rows are metadata only, are grouped whole. ``on_skip(n, reason)`` counts
-    rows that are bad or outside the requested lengths."""
+    consecutive rows); JSON tables, whose rows are metadata only, are grouped whole. ``on_bad(error)`` gets each
+    row that is bad or over ``max_audio_seconds`` (its header tells: nothing is decoded), ``on_filtered()`` each
+    row outside the requested lengths."""
     sspec = StreamSpec(spec.data, spec.split, spec.columns, lengths=spec.lengths)
 
     def records(unit):
         base = None if source.hub else Path(unit.path).parent
-        yield from iter_records(
-            sspec, source, read_rows(source, unit), base, lambda e: on_skip(1, e.reason), lambda: on_skip(1, None)
-        )
+        rows = read_rows(source, unit)
+        yield from iter_records(sspec, source, rows, base, on_bad, on_filtered, spec.max_audio_seconds)
 
     streamed = (rec for unit in source.units if not unit.random_access for rec in records(unit))
     for _, group in groupby(streamed, key=lambda r: r.recording_id):  # across row-group boundaries too
@@ -181,6 +187,10 @@ def validate(spec: EvalSpec) -> None:
         raise EvalInputError(f"--scoring: {spec.scoring!r} is not logits or generate")
     if spec.lengths is not None and (not spec.lengths or any(not x > 0 for x in spec.lengths)):
         raise EvalInputError(f"--lengths: {spec.lengths} must be positive minutes")
+    if spec.max_questions is not None and not (isinstance(spec.max_questions, int) and spec.max_questions >= 1):
+        raise EvalInputError(f"--max-questions: {spec.max_questions!r} must be an integer >= 1 (or unset: all)")
+    if spec.max_audio_seconds is not None and not spec.max_audio_seconds > 0:
+        raise EvalInputError(f"--max-audio-seconds: {spec.max_audio_seconds} must be > 0 (inf: no limit)")
     if not (isinstance(spec.max_new_tokens, int) and spec.max_new_tokens >= 1):
         raise EvalInputError(f"--max-new-tokens: {spec.max_new_tokens!r} must be an integer >= 1")
     if not (isinstance(spec.prefill_chunk, int) and spec.prefill_chunk >= 0):
@@ -210,7 +220,7 @@ class Evaluator:
         self.adapters = resolve_adapters(spec.adapters)
         self.source = open_source(spec)
         self.grid = StreamSpec(spec.data, spec.split, lengths=spec.lengths).grid(self.source)
-        self.bad_rows = 0
+        self.skipped: list[dict] = []  # every question not scored for a bad input: id, reason, detail (last run)
         self.processor = load_processor(spec.model)
         model = load_model(spec.model, spec.dtype, spec.attn_implementation)
         if self.adapters:
@@ -222,7 +232,6 @@ class Evaluator:
         self.tokens = seconds_to_tokens(spec.original_audio_seconds, self.processor.feature_extractor)
         self.compressions = [AudioCompression.parse(c) for c in spec.compressions]
         self._warned_methods: set[str] = set()
-        self.unreadable = 0  # questions whose audio could not be read (last run)
         self.memory_skipped: dict[float, int] = {}  # bucket -> questions skipped for memory (last run)
         self.memory_messages: list[str] = []  # one line per such bucket
 
@@ -254,10 +263,10 @@ class Evaluator:
             self.model.set_adapter(label)
             yield label
 
-    def recordings(self, on_skip=lambda n, reason: None) -> Iterator[list[Record]]:
+    def recordings(self, on_bad=lambda e: None, on_filtered=lambda: None) -> Iterator[list[Record]]:
         """The evaluation's questions grouped by recording, at most ``max_questions`` of them."""
         left = self.spec.max_questions
-        for recs in recordings(self.spec, self.source, on_skip):
+        for recs in recordings(self.spec, self.source, on_bad, on_filtered):
             if left is not None:
                 recs = recs[:left]
                 left -= len(recs)
@@ -270,22 +279,32 @@ class Evaluator:
         """Returns (per-question predictions, aggregated rows). A length bucket that does not fit in the device's
         memory is skipped whole, said in one line (``memory_skipped``); the other buckets go on."""
         spec, preds = self.spec, []
-        self.unreadable = 0
+        self.skipped.clear()
         self.memory_skipped.clear()
         self.memory_messages.clear()
         total = self.source.num_rows if spec.max_questions is None else min(spec.max_questions, self.source.num_rows)
         bar = tqdm(total=total, unit="q", desc="evaluate", disable=not progress)
 
-        def on_skip(n: int, reason: str | None) -> None:
-            self.bad_rows += n if reason is not None else 0
-            bar.update(n)
+        def on_bad(e: BadSampleError) -> None:
+            self._skip(e, bar)
+            bar.update(1)
 
-        for recs in self.recordings(on_skip):
+        for recs in self.recordings(on_bad, lambda: bar.update(1)):
             preds += self._evaluate(recs, bar)
             bar.update(len(recs))
         bar.close()
-        self.skipped_questions = self.unreadable + self.bad_rows
         return preds, aggregate(preds)
+
+    def _skip(self, e: BadSampleError, bar, questions: list[Record] | None = None) -> None:
+        """Name a skipped question (each of ``questions``, when a recording's audio failed) with its reason."""
+        for sample in [r.id for r in questions] if questions else [e.sample]:
+            self.skipped.append({"id": sample, "reason": e.reason, "detail": e.detail})
+        if len(self.skipped) <= SKIPS_SHOWN:
+            bar.write(f"evaluate: skipping {e.sample}: {e.reason}: {e.detail}", file=sys.stderr)
+
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(s["reason"] for s in self.skipped).items()))
 
     def _evaluate(self, recs: list[Record], bar) -> list[dict]:
         """One recording's predictions; none when its audio is unreadable or its bucket does not fit in memory."""
@@ -297,8 +316,7 @@ class Evaluator:
         try:
             wav = load_audio(first.audio, self.processor.feature_extractor.sampling_rate, name=first.id)
         except BadSampleError as e:
-            self.unreadable += len(recs)
-            bar.write(f"skipping {e}")
+            self._skip(e, bar, recs)
             return []
         feats, fmask = featurize(wav, self.processor.feature_extractor)
         settings = []  # per compression: its prompt (the audio run holds its token count)
