@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=900.0,
         help="recordings longer than this are skipped (from their header, before decoding), as in training; inf = none",
     )
+    p.add_argument(
+        "--allow-other-base",
+        action="store_true",
+        help="evaluate adapters recorded as trained on another base model (refused otherwise)",
+    )
     p.add_argument("--dtype", default="auto")
     p.add_argument("--attn-implementation", default="auto")
     p.add_argument("--output", help="output directory")
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         **{k: getattr(args, k) for k in ("max_new_tokens", "prefill_chunk") if getattr(args, k) is not None},
         max_questions=args.max_questions,
         max_audio_seconds=args.max_audio_seconds,
+        allow_other_base=args.allow_other_base,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
     )

@@ -134,7 +134,45 @@ def _untouched(out):
     return (out / "results.json").read_text() == "old results\n"
 
 
-@pytest.mark.parametrize("case", ["missing_adapter", "other_base", "no_columns", "bad_method", "bad_chunk"])
+def _same_shape_other_base_adapter(tmp_path, record: bool):
+    """A LoRA adapter trained on another tiny model of the same sizes (other weights): it loads on the test model
+    without error. ``record``: saved as vlat saves adapters (with vlat_adapter.json); else a plain PEFT adapter."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from vlat.adapter_record import write_record
+    from vlat.testing import TinyModelConfig, write_tiny_model
+
+    other_dir = write_tiny_model(tmp_path / "other-base", TinyModelConfig(seed=1))
+    other = Qwen2AudioForConditionalGeneration.from_pretrained(other_dir)
+    peft_model = get_peft_model(other, LoraConfig(r=4, target_modules=r".*language_model.*\.q_proj"))
+    out = tmp_path / "other-base-adapter"
+    peft_model.save_pretrained(out)
+    if record:
+        write_record(out, str(other_dir), peft_model)
+    return out
+
+
+def test_an_adapter_of_another_base_model_runs_when_allowed(tmp_path, tiny_model_dir, synth_dir):
+    path = _same_shape_other_base_adapter(tmp_path, record=True)
+    args = ["--model", tiny_model_dir, "--data", synth_dir, "--adapter", path, "--methods", "vanilla"]
+    res = evaluate(*args, "--allow-other-base", "--max-questions", "5", "--output", tmp_path / "out")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_adapter",
+        "other_base",
+        "same_shape_other_base",
+        "named_other_base",
+        "no_columns",
+        "bad_method",
+        "bad_chunk",
+    ],
+)
 def test_bad_input_one_line_and_output_untouched(case, tmp_path, tiny_model_dir, synth_dir, adapter_dir):
     out = tmp_path / "eval"
     out.mkdir()
@@ -155,6 +193,10 @@ def test_bad_input_one_line_and_output_untouched(case, tmp_path, tiny_model_dir,
         )
         args += ["--adapter", tmp_path / "other-adapter"]
         expect = "does not fit model"
+    elif case in ("same_shape_other_base", "named_other_base"):
+        path = _same_shape_other_base_adapter(tmp_path, record=case == "same_shape_other_base")
+        args += ["--adapter", path]
+        expect = "whose weights differ" if case == "same_shape_other_base" else f"trained on base model {tmp_path}"
     elif case == "no_columns":
         (tmp_path / "d").mkdir()
         (tmp_path / "d" / "test.jsonl").write_text(json.dumps({"id": 1, "audio": "x.wav", "text": "hi"}) + "\n")

@@ -124,6 +124,15 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
     by_suffix = {k.split("language_model.", 1)[1]: v for k, v in ckpt["state_dict"].items()}
     for name, p in lora.items():
         torch.testing.assert_close(p.detach(), by_suffix[name.split("language_model.", 1)[1]])
+    # it records the base model it was trained on (checked before an evaluation scores it)
+    from vlat.adapter_record import base_fingerprint, read_record
+
+    record = read_record(adapter)
+    assert record["base_model"] == str(tiny_model_dir)
+    assert record["base_fingerprint"] == base_fingerprint(
+        Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir)
+    )
+    assert ckpt["vlat_adapter"]["vlat_adapter.json"] == (adapter / "vlat_adapter.json").read_bytes()
 
 
 @pytest.mark.seam

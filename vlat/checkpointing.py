@@ -3,7 +3,8 @@
 - Every ``.ckpt`` is written to a hidden temporary file beside it and renamed into place (never a copy over the old
   file, whatever filesystem ``$TMPDIR`` is on): an interrupted save or a full disk leaves the previous checkpoint.
 - Each checkpoint carries its adapter's files (``vlat_adapter``); ``<name>-adapter/`` beside it is the same adapter
-  in PEFT format for ``PeftModel.from_pretrained``. ``evaluate.py --adapter X.ckpt`` loads the bytes inside
+  in PEFT format for ``PeftModel.from_pretrained``, with the base model it was trained on recorded
+  (:mod:`vlat.adapter_record`). ``evaluate.py --adapter X.ckpt`` loads the bytes inside
   ``X.ckpt``, so it always evaluates the weights saved with that checkpoint.
 - ``--ckpt_path last`` resumes from the newest complete checkpoint (:func:`newest_checkpoint`).
 - An unwritable checkpoint directory is an error at setup, before the model loads.
@@ -26,6 +27,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from vlat.adapter_record import write_record
 from vlat.io import TMP_SUFFIX, check_output_dir, make_staging_dir, publish_dir, write_file_atomic
 
 log = logging.getLogger("vlat")
@@ -138,7 +140,9 @@ class AdapterCheckpoint(ModelCheckpoint):
             staging = make_staging_dir(dest)
         try:
             if staging is not None:
-                trainer.lightning_module.model.save_pretrained(staging)
+                module = trainer.lightning_module
+                module.model.save_pretrained(staging)
+                write_record(staging, module.hparams.model_name_or_path, module.model)
                 self._adapter = {f.name: f.read_bytes() for f in sorted(staging.iterdir()) if f.is_file()}
             super()._save_checkpoint(trainer, filepath)  # the checkpoint (with the adapter's bytes) is the commit
             if staging is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from vlat.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch
 from vlat.audio import featurize, load_audio, seconds_to_tokens
 from vlat.audio_tokens import time_layout
 from vlat.checkpointing import UnsafeCheckpointError, adapter_dir_for, adapter_files
@@ -68,6 +69,7 @@ class EvalSpec:
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # tokens per prefill forward; 0 = the whole prefix at once
     max_questions: int | None = None
     max_audio_seconds: float | None = 900.0  # longer recordings are skipped from their header, as in training
+    allow_other_base: bool = False  # evaluate adapters trained on another base model (deliberately)
     dtype: str = "auto"
     attn_implementation: str = "auto"
     columns: ColumnMapping = field(default_factory=ColumnMapping)
@@ -218,11 +220,16 @@ class Evaluator:
         validate(spec)
         self.spec = spec
         self.adapters = resolve_adapters(spec.adapters)
+        for _, path in self.adapters:
+            self._check_base(path, name_mismatch(path, spec.model))
         self.source = open_source(spec)
         self.grid = StreamSpec(spec.data, spec.split, lengths=spec.lengths).grid(self.source)
         self.skipped: list[dict] = []  # every question not scored for a bad input: id, reason, detail (last run)
         self.processor = load_processor(spec.model)
         model = load_model(spec.model, spec.dtype, spec.attn_implementation)
+        fingerprint = base_fingerprint(model)
+        for _, path in self.adapters:  # before scoring: an adapter of a same-shaped other model loads without error
+            self._check_base(path, fingerprint_mismatch(path, fingerprint))
         if self.adapters:
             model = self._attach_adapters(model)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -234,6 +241,12 @@ class Evaluator:
         self._warned_methods: set[str] = set()
         self.memory_skipped: dict[float, int] = {}  # bucket -> questions skipped for memory (last run)
         self.memory_messages: list[str] = []  # one line per such bucket
+
+    def _check_base(self, path: Path, problem: str | None) -> None:
+        if problem and not self.spec.allow_other_base:
+            raise EvalInputError(
+                f"--adapter {path}: {problem} (add --allow-other-base to evaluate it on this model deliberately)"
+            )
 
     def _attach_adapters(self, model):
         from peft import PeftModel
