@@ -251,8 +251,39 @@ def test_outputs_switch_all_at_once_whenever_the_job_is_killed(tmp_path, before)
         outcomes.add((res.returncode, seen == new))
         with published_files(out) as d:  # the next job publishes cleanly and clears what the killed one left
             (d / "a.txt").write_text("next")
-        assert _visible(out)["a.txt"] == "next" and len(list(out.glob(".gen-*"))) == 1
+        assert _visible(out)["a.txt"] == "next" and [p.is_dir() for p in out.glob(".gen-*")] == [True]
     assert outcomes == {(137, False), (137, True), (0, True)}  # killed before and after the switch, and not killed
+
+
+_CONCURRENT = """
+import random, sys, time
+import vlat.io as io
+out, job = sys.argv[1], int(sys.argv[2])
+for round in range(6):
+    with io.published_files(out) as d:
+        for name in ("results.json", "results.md"):
+            (d / name).write_text(f"job {job} round {round}")
+            time.sleep(random.random() * 0.02)
+"""
+
+
+def test_concurrent_publishes_into_one_output_never_break_each_other(tmp_path):
+    """Six jobs publishing into one output at once, six times each: every publish succeeds, the final set is one
+    job's whole set, and no generation is left behind."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", _CONCURRENT, str(out), str(j)], stderr=subprocess.PIPE, text=True)
+        for j in range(6)
+    ]
+    errors = [p.communicate()[1] for p in jobs]
+    assert [p.returncode for p in jobs] == [0] * 6, errors
+    seen = _visible(out)
+    assert set(seen) == {"results.json", "results.md"} and len(set(seen.values())) == 1
+    assert [p.is_dir() for p in out.glob(".gen-*")] == [True]
+    assert any("another job published here while this one ran" in e for e in errors)
 
 
 def test_outputs_publish_into_a_mount_point():

@@ -8,7 +8,9 @@ a mix of old and new files.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vlat.errors import ConfigError
+
+log = logging.getLogger("vlat")
 
 
 def make_staging_dir(dest: Path) -> Path:
@@ -112,6 +116,37 @@ def _fsync_tree(d: Path) -> None:
 
 
 @contextlib.contextmanager
+def _locked(path: Path, blocking: bool = True):
+    """An exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block; yields whether it was taken
+    (always, when ``blocking``). The kernel releases it when the process dies."""
+    fh = open(path, "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        fh.close()
+
+
+PUBLISH_LOCK = ".publish.lock"  # held while a job creates its generation, removes dead ones, or switches
+
+
+def _remove_dead_generations(out: Path, current: str | None) -> None:
+    """Generations left by killed jobs: a ``.gen-*`` directory whose ``.lock`` no live job holds (a job holds its own
+    from creation to the end of its publish). Called under the publish lock."""
+    names = {p.name.removesuffix(".lock") for p in out.glob(".gen-*")}
+    for name in sorted(names - {current}):
+        lock = out / f"{name}.lock"
+        with _locked(lock, blocking=False) as dead:
+            if dead:
+                shutil.rmtree(out / name, ignore_errors=True)
+                lock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def published_files(out_dir: str | os.PathLike):
     """Yield an empty staging directory inside ``out_dir`` (the output's own filesystem, mount points included); on
     success its files replace the job's previous outputs in one switch.
@@ -119,36 +154,51 @@ def published_files(out_dir: str | os.PathLike):
     Each output ``out_dir/<name>`` is a link to ``.current/<name>`` and ``.current`` links to the generation
     directory holding the files; publishing renames one new ``.current`` over the old. A job killed at any moment
     leaves the previous set or the new one, never a mix, and nothing half-written under a normal name. Other
-    entries of ``out_dir`` (``compare.py``'s runs) are untouched.
+    entries of ``out_dir`` (``compare.py``'s runs) are untouched. Jobs publishing into one ``out_dir`` at once never
+    touch each other's staging: each holds a lock on its own generation, switches take turns, and the last to
+    finish is published (it says so when another job published while it ran).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     current = out / CURRENT
-    old = os.readlink(current) if current.is_symlink() else None
-    for stale in out.glob(".gen-*"):  # left by a killed job
-        if stale.name != old:
-            shutil.rmtree(stale, ignore_errors=True)
-    gen = Path(tempfile.mkdtemp(prefix=".gen-", dir=out))
+
+    def target() -> str | None:
+        return os.readlink(current) if current.is_symlink() else None
+
+    with _locked(out / PUBLISH_LOCK):
+        _remove_dead_generations(out, target())
+        gen = Path(tempfile.mkdtemp(prefix=".gen-", dir=out))
+        mine = open(out / f"{gen.name}.lock", "a")
+        fcntl.flock(mine, fcntl.LOCK_EX)
+        started = target()
     try:
         yield gen
         gen.chmod(0o755)
         _fsync_tree(gen)
         names = sorted(f.name for f in gen.iterdir())
-        legacy = [n for n in names if (out / n).exists() and not (out / n).is_symlink()]
-        if legacy:  # plain files from before: moved behind .current first (hard links: same content), so they
-            prev = Path(tempfile.mkdtemp(prefix=".gen-", dir=out))  # stay visible until the switch
-            for n in legacy:
-                os.link(out / n, prev / n)
-            _symlink_atomic(prev.name, current)
-            if old:
+        with _locked(out / PUBLISH_LOCK):
+            old = target()
+            if old != started:
+                log.warning("%s: another job published here while this one ran; this one's files replace them", out)
+            legacy = [n for n in names if (out / n).exists() and not (out / n).is_symlink()]
+            if legacy:  # plain files from before: moved behind .current first (hard links: same content), so they
+                prev = Path(tempfile.mkdtemp(prefix=".gen-", dir=out))  # stay visible until the switch
+                for n in legacy:
+                    os.link(out / n, prev / n)
+                _symlink_atomic(prev.name, current)
+                if old:
+                    shutil.rmtree(out / old, ignore_errors=True)
+                old = prev.name
+            for n in names:  # links through .current: dangling (absent) or the old generation's file until the switch
+                if not ((out / n).is_symlink() and os.readlink(out / n) == f"{CURRENT}/{n}"):
+                    _symlink_atomic(f"{CURRENT}/{n}", out / n)
+            _symlink_atomic(gen.name, current)  # the switch
+            if old and old != gen.name:
                 shutil.rmtree(out / old, ignore_errors=True)
-            old = prev.name
-        for n in names:  # links through .current: dangling (absent) or the old generation's file until the switch
-            if not ((out / n).is_symlink() and os.readlink(out / n) == f"{CURRENT}/{n}"):
-                _symlink_atomic(f"{CURRENT}/{n}", out / n)
-        _symlink_atomic(gen.name, current)  # the switch
+                (out / f"{old}.lock").unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(gen, ignore_errors=True)
         raise
-    if old and old != gen.name:
-        shutil.rmtree(out / old, ignore_errors=True)
+    finally:
+        (out / f"{gen.name}.lock").unlink(missing_ok=True)
+        mine.close()
