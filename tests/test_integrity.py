@@ -64,7 +64,9 @@ def _steps_of_second_run(run: Path) -> set[int]:
 def test_full_disk_during_a_save_keeps_every_normal_name_complete(tmp_path, tiny_model_dir, synth_dir):
     config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **{"trainer.max_steps": 6})
     res = train(with_callback(config, "tests.faults.FailSave", at=3, how="enospc"), check=False)  # the step-6 save
-    assert res.returncode != 0 and "No space left on device" in res.stderr
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert err[-1].startswith("train.py: error: ") and "No space left on device" in err[-1]
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["epoch=0-step=3-adapter", "epoch=0-step=3.ckpt", "last-adapter", "last.ckpt"]
     assert _complete(run / "checkpoints" / "last.ckpt") == 3
@@ -178,6 +180,19 @@ def test_ckpt_path_last_picks_the_highest_complete_step(tmp_path):
         resolve_ckpt_path(str(tmp_path / "nope.ckpt"), Trainer())
 
 
+def test_unwritable_log_directory_fails_in_one_line_before_training(tmp_path, tiny_model_dir, synth_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    overrides = {"trainer.max_steps": 6, "trainer.logger.init_args.save_dir": str(blocker / "logs")}
+    config, run = write_config(tmp_path, tiny_model_dir, synth_dir, **EVERY_3, **overrides)
+    res = train(config, check=False)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert (
+        err[-1].startswith("train.py: error: trainer.logger (TensorBoardLogger) save_dir") and "a-file/logs" in err[-1]
+    )
+
+
 def test_unwritable_checkpoint_directory_fails_in_one_line_before_training(tmp_path, tiny_model_dir, synth_dir):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n")
@@ -284,6 +299,26 @@ def test_concurrent_publishes_into_one_output_never_break_each_other(tmp_path):
     assert set(seen) == {"results.json", "results.md"} and len(set(seen.values())) == 1
     assert [p.is_dir() for p in out.glob(".gen-*")] == [True]
     assert any("another job published here while this one ran" in e for e in errors)
+
+
+def test_staging_left_by_a_killed_build_is_removed_by_the_next(tmp_path):
+    """A fixture build killed mid-way left ``.base-model.<pid>.<random>/``: the next build of the same destination
+    removes it (its process is gone), and never one of a live process."""
+    import subprocess
+    import sys
+
+    from vlat.io import make_staging_dir, publish_dir
+
+    dest = tmp_path / ".smoke" / "base-model"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = dest.parent / f".base-model.{int(dead.stdout)}.abc123"
+    live = dest.parent / f".base-model.{os.getppid()}.def456"
+    for d in (left, live):
+        (d / "partial").mkdir(parents=True)
+    staging = make_staging_dir(dest)
+    (staging / "config.json").write_text("{}")
+    publish_dir(staging, dest)
+    assert not left.exists() and live.exists() and (dest / "config.json").exists()
 
 
 def test_outputs_publish_into_a_mount_point():

@@ -2,6 +2,7 @@
 
 import glob
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,7 +143,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, synth_d
     train(full_cfg)
     cut_cfg, cut_run = write_config(tmp_path / "b", tiny_model_dir, synth_dir, **common, **{"trainer.max_steps": 3})
     train(cut_cfg)
-    train(cut_cfg, "--trainer.max_steps", "6", "--ckpt_path", str(cut_run / "checkpoints" / "last.ckpt"))
+    res = train(cut_cfg, "--trainer.max_steps", "6", "--ckpt_path", str(cut_run / "checkpoints" / "last.ckpt"))
+    assert re.search(r"step\s+\S+ 6/6 ", res.stdout) and "Epoch 0/" not in res.stdout  # steps of max_steps
     full, resumed = scalars(full_run, "train/loss"), scalars(cut_run, "train/loss")
     assert sorted(full) == sorted(resumed) == list(range(6))
     for step in (3, 4, 5):

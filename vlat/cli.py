@@ -1,21 +1,27 @@
 """``train.py``'s LightningCLI: ``python train.py --config configs/vlat_default.yaml`` (no subcommand).
 
 Configuration mistakes (:class:`vlat.errors.ConfigError`, raised before the model loads) end the run with
-``train.py: error: <field or file>: <problem>`` and exit code 2.
+``train.py: error: <field or file>: <problem>`` and exit code 2; a full disk or a permission error during the run
+with one such line and exit code 1.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from vlat.checkpointing import UnsafeCheckpointError, load_checkpoint_head, newest_checkpoint
 from vlat.data import YODAS2MCQADataModule
 from vlat.errors import ConfigError
+from vlat.io import check_output_dir
 from vlat.lightning_module import VLATModule
+from vlat.progress import StepProgressBar
 from vlat.vlat_callback import strategy_factors
 
 
@@ -29,6 +35,14 @@ class VLATCLI(LightningCLI):
             default=None,
             help="resume from this .ckpt ('last': the newest complete one)",
         )
+
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's default progress bar becomes one that counts optimizer steps (:mod:`vlat.progress`)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        bar = trainer.progress_bar_callback
+        if type(bar) in (RichProgressBar, TQDMProgressBar):
+            trainer.callbacks[trainer.callbacks.index(bar)] = StepProgressBar()
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         """A callback's own errors would come out of jsonargparse buried in a union-type message: checked here."""
@@ -75,9 +89,43 @@ def train_main(args: list[str] | None = None) -> VLATCLI:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"description": "VLAT / LoRA fine-tuning of Qwen2-Audio on long-audio MCQA"},
         )
+        check_log_dirs(cli.trainer)
         ckpt_path = resolve_ckpt_path(cli.config.get("ckpt_path"), cli.trainer)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     except ConfigError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        failed = filesystem_error(e)
+        if failed is None:
+            raise
+        where = f"{failed.filename}: " if failed.filename else ""
+        print(
+            f"train.py: error: {where}{failed.strerror} (checkpoints already written are intact; free the space or "
+            "fix the permission, then resume with --ckpt_path last)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     return cli
+
+
+def check_log_dirs(trainer) -> None:
+    """Every logger's directory must be writable: a one-line error now, not a traceback when it first writes."""
+    for logger in trainer.loggers:
+        root = getattr(logger, "root_dir", None) or getattr(logger, "save_dir", None)
+        if root and get_filesystem(root).protocol in ("file", ("file", "local")):
+            check_output_dir(root, f"trainer.logger ({type(logger).__name__}) save_dir")
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def filesystem_error(e: BaseException) -> OSError | None:
+    """The filesystem error (full disk, no permission, ...) behind an exception, following its chain; None if none."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None

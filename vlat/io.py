@@ -23,11 +23,26 @@ from vlat.errors import ConfigError
 log = logging.getLogger("vlat")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def make_staging_dir(dest: Path) -> Path:
-    """An empty directory next to ``dest`` (same filesystem, so the final rename is atomic)."""
+    """An empty directory next to ``dest`` (same filesystem, so the final rename is atomic), named with this
+    process's id: staging directories of ``dest`` left by killed processes are removed here."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        for stale in dest.parent.glob(f".{dest.name}.*"):
+            pid = stale.name[len(dest.name) + 2 :].split(".", 1)[0]
+            if pid.isdigit() and stale.is_dir() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
     except OSError as e:
         raise OSError(f"cannot write to {dest}: {e.strerror or e}") from e
     tmp.chmod(0o755)
