@@ -29,7 +29,6 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
 @pytest.mark.parametrize(
     "script,keys",
     [
-        ("rope_overhead.py", ["rope_overhead_whole_yarn", "rope_overhead_partial_yarn"]),
         ("featurize.py", ["featurize_realtime_factor"]),
         ("prefix_eval.py", ["prefix_speedup_1", "prefix_speedup_5"]),
         ("padding.py", ["padding_fraction_random", "padding_fraction_bucketed"]),
@@ -37,13 +36,7 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
         ("dataloader.py --expand-on-cpu", ["audio_s_per_s/1w", "audio_s_per_s/2w", "speedup_2w_vs_1w"]),
         ("two_process_scaling.py", ["speedup_2p/compute", "speedup_2p/parquet_decode", "speedup_2p/featurize"]),
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
-        ("train_loop.py", ["step_s/fast", "step_s/plain", "speedup_fast_vs_plain"]),
         ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
-        ("compression.py", ["audio_tokens/1min/pool:2", "questions_per_s/1min/ltbm:0.5", "train_step_s/1min/ltbm:0.5"]),
-        (
-            "eval_throughput.py",
-            ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],
-        ),
     ],
 )
 def test_bench_script_tiny(tmp_path, script, keys):
@@ -60,6 +53,72 @@ def test_bench_script_tiny(tmp_path, script, keys):
     record = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert all(record[k] > 0 for k in keys) and record["machine"] and record["command"]
     assert not any(run.get("oom") for run in record.get("runs", []))
+
+
+def test_gpu_suite_tiny_runs_every_step(tmp_path):
+    """The GPU suite at tiny scale on CPU: every step runs its script (rope_overhead, eval_throughput, compression,
+    the model checkpoint, train_loop three times through train.py), and the summary holds each one's figures."""
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_suite.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VLAT_BENCH_RESULTS": str(tmp_path)},
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    [path] = tmp_path.glob("gpu-suite-*_tiny.json")
+    summary = json.loads(path.read_text())
+    steps = summary["steps"]
+    assert list(steps) == ["eval", "rope", "compression", "model", "train_default", "train_10min", "train_30min"]
+    assert all(s["status"] == "ok" for s in steps.values()), {k: s["status"] for k, s in steps.items()}
+    want = {
+        "eval": ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],
+        "rope": ["rope_overhead_whole_yarn", "rope_overhead_partial_yarn"],
+        "compression": ["audio_tokens/1min/pool:2", "questions_per_s/1min/ltbm:0.5", "train_step_s/1min/ltbm:0.5"],
+        "train_default": ["step_s/fast", "step_s/plain", "mfu/fast", "speedup_fast_vs_plain"],
+        "train_10min": ["step_s/fast"],
+    }
+    for step, keys in want.items():
+        assert all(steps[step]["headline"][k] > 0 for k in keys), (step, steps[step]["headline"])
+    assert [t["target"].split(":")[0] for t in summary["targets"]] == [
+        "default configuration, fast path",
+        "60-minute evaluation",
+        "prefix reuse at 10 minutes",
+    ]
+    assert summary["machine"].startswith("CPU") and summary["commit"]
+    assert (tmp_path / path.name.replace(".json", ".md")).read_text().startswith("# GPU suite")
+
+
+def test_gpu_suite_records_a_failed_step_and_runs_the_next(tmp_path, monkeypatch, capsys):
+    """One step out of memory, one out of its time budget (its child processes stopped), one fine; one that needs
+    the model checkpoint is not run without it: each recorded, the suite exits 1."""
+    import gpu_suite
+    from gpu_suite import Step
+
+    marker = tmp_path / "child-still-running"
+    child = f"import time, pathlib; time.sleep(3); pathlib.Path({str(marker)!r}).touch()"
+    sleeper = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    steps = [
+        Step("oom", "x", ["-c", "import sys; print('CUDA out of memory'); sys.exit(1)"], [], 30),
+        Step("slow", "x", ["-c", sleeper], [], 2),
+        Step("fine", "x", ["-c", "print('fine')"], [], 30),
+        Step("needs", "x", ["-c", "print('never')"], [], 30, needs_model=True),
+    ]
+    monkeypatch.setattr(gpu_suite, "STEPS", steps)
+    monkeypatch.setenv("VLAT_BENCH_RESULTS", str(tmp_path))
+    assert gpu_suite.main(["--deadline", "60"]) == 1
+    summary = json.loads(next(tmp_path.glob("gpu-suite-*.json")).read_text())
+    status = {k: s["status"] for k, s in summary["steps"].items()}
+    assert status == {
+        "oom": "out of memory",
+        "slow": "out of time (2 s)",
+        "fine": "ok",
+        "needs": "not run: no model checkpoint (step model)",
+    }
+    assert summary["steps"]["fine"]["output_tail"] == ["fine"]
+    import time
+
+    time.sleep(4)
+    assert not marker.exists()  # the timed-out step's own children were stopped with it
 
 
 def test_full_size_architecture_has_the_published_parameter_count():
