@@ -192,15 +192,10 @@ class YODAS2MCQADataModule(L.LightningDataModule):
     def _layout(self) -> dict:
         """What the position inside a pass is counted in: the same rows, cut into the same batches, dealt to the
         same (rank, worker) slots."""
-        hp = self.hparams
         keys = ("source", "train_split", "train_lengths", "holdout_fraction", "batch_size", "bucket_buffer")
-        return {
-            **{k: hp[k] for k in keys},
-            "buffer_mib": hp.buffer_mib,
-            "seed": hp.seed,
-            "num_workers": hp.num_workers,
-            "ranks": self.trainer.world_size if self.trainer is not None else 1,
-        }
+        keys += ("buffer_mib", "seed", "num_workers")
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        return {**{k: self.hparams[k] for k in keys}, "ranks": ranks}
 
     def state_dict(self) -> dict:
         return {
