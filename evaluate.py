@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="recordings longer than this are skipped (from their header, before decoding), as in training; inf = none",
     )
     p.add_argument(
+        "--compare",
+        type=csv_list(str),
+        help="paired differences A:B of two methods, compression settings or adapter labels on the same questions "
+        "(default: every method against vanilla)",
+    )
+    p.add_argument(
         "--allow-other-base",
         action="store_true",
         help="evaluate adapters recorded as trained on another base model (refused otherwise)",
@@ -84,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = sorted(set(conf) - known)
         if unknown:
             parser.error(f"--config {args.config}: unknown keys {unknown}")
-        for key in ("methods", "lengths", "audio_compression"):
+        for key in ("methods", "lengths", "audio_compression", "compare"):
             if isinstance(conf.get(key), str | int | float):
                 conf[key] = parser._option_string_actions[f"--{key}"].type(str(conf[key]))
         if isinstance(conf.get("adapter"), str):
@@ -100,7 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from vlat.errors import ConfigError
-    from vlat.evaluation import EvalSpec, Evaluator, markdown_table, write_outputs
+    from vlat.evaluation import EvalSpec, Evaluator, write_outputs
+    from vlat.evaluation.report import results_markdown
+    from vlat.evaluation.tables import paired
     from vlat.io import check_output_dir
 
     spec = EvalSpec(
@@ -119,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         max_questions=args.max_questions,
         max_audio_seconds=args.max_audio_seconds,
         allow_other_base=args.allow_other_base,
+        compare=args.compare,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
     )
@@ -149,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "memory_skipped": {f"{k:g}": v for k, v in evaluator.memory_skipped.items()},
     }
-    print(markdown_table(rows), end="")  # first: the results survive a failed write
+    paired_rows = paired(preds, evaluator.pairs)
+    print(results_markdown(rows, paired_rows), end="")  # first: the results survive a failed write
     for warning in evaluator.empty_buckets(preds):
         print(f"evaluate.py: warning: {warning}", file=sys.stderr)
     try:
-        out = write_outputs(args.output, rows, preds, meta)
+        out = write_outputs(args.output, rows, preds, meta, paired_rows)
     except OSError as e:
         print(f"evaluate.py: error: --output {args.output}: results not written ({e.strerror or e})", file=sys.stderr)
         return 1

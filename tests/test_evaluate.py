@@ -76,6 +76,35 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
     md = (out / "results.md").read_text()
     assert "| vlat_default/last |" in md and "partial_pi · 1 min" in md
 
+    # every cell says what it holds and how sure it is: recordings, durations, a 95% interval from per-recording
+    # counts; the paired difference partial_pi - vanilla from the same questions (vlat.evaluation.stats by hand)
+    from vlat.evaluation.stats import accuracy_interval, paired_difference
+
+    by_key = {(p["method"], p["length"], p["id"]): p for p in preds}
+    [pair_doc] = [json.loads((out / "results.json").read_text())["paired"]]
+    assert {(r["a"], r["b"], r["length_min"]) for r in pair_doc} == {("partial_pi", "vanilla", x) for x in (0.5, 1.0)}
+    for r in results:
+        mine = [p for p in preds if (p["method"], p["length"]) == (r["method"], r["length_min"])]
+        recs = sorted({p["recording"] for p in mine})
+        assert (
+            r["recordings"] == len(recs) == len({q["audio"] for q in test_rows if q["id"] in {p["id"] for p in mine}})
+        )
+        assert r["duration_s_min"] == r["duration_s_max"] == (30.0 if r["length_min"] == 0.5 else 75.0)
+        per_rec = [[p for p in mine if p["recording"] == rec] for rec in recs]
+        iv = accuracy_interval([sum(p["correct"] for p in ps) for ps in per_rec], [len(ps) for ps in per_rec])
+        assert (r["ci95_low"], r["ci95_high"]) == pytest.approx((iv.low, iv.high))
+        assert r["ci95_low"] <= r["accuracy"] <= r["ci95_high"]
+        if r["method"] == "partial_pi":
+            [pr] = [x for x in pair_doc if x["length_min"] == r["length_min"]]
+            diffs = [sum(int(p["correct"]) - int(by_key["vanilla", p["length"], p["id"]]["correct"]) for p in ps)
+                     for ps in per_rec]  # fmt: skip
+            want_pair = paired_difference(diffs, [len(ps) for ps in per_rec])
+            assert pr["difference"] == pytest.approx(want_pair.estimate) and pr["questions"] == r["questions"]
+            assert pr["ci95_low"] == pytest.approx(want_pair.low) and pr["ci95_high"] == pytest.approx(want_pair.high)
+    assert "Paired differences" in md and "partial_pi − vanilla" in md and " q / " in md
+    with open(out / "paired.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
 
 def test_evaluate_reads_the_published_layout(tmp_path, tiny_model_dir, yodas2_dir):
     """A local mirror of the hub layout: every test question scored once per method, the five questions of a
@@ -171,6 +200,7 @@ def test_an_adapter_of_another_base_model_runs_when_allowed(tmp_path, tiny_model
         "no_columns",
         "bad_method",
         "bad_chunk",
+        "bad_compare",
     ],
 )
 def test_bad_input_one_line_and_output_untouched(case, tmp_path, tiny_model_dir, synth_dir, adapter_dir):
@@ -202,6 +232,9 @@ def test_bad_input_one_line_and_output_untouched(case, tmp_path, tiny_model_dir,
         (tmp_path / "d" / "test.jsonl").write_text(json.dumps({"id": 1, "audio": "x.wav", "text": "hi"}) + "\n")
         args[3] = tmp_path / "d"
         expect = "no known MCQA layout"
+    elif case == "bad_compare":
+        args += ["--compare", "partial_pi:yarn"]
+        expect = "--compare partial_pi:yarn: expected A:B"
     elif case == "bad_chunk":
         args += ["--prefill-chunk", "-5"]
         expect = "--prefill-chunk"

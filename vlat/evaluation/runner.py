@@ -33,6 +33,7 @@ from vlat.evaluation.prefix import (
     reserved_tokens,
     score_questions,
 )
+from vlat.evaluation.tables import aggregate
 from vlat.model_loading import check_model_source, load_model, load_processor, text_head_dim
 from vlat.prompts import EncodedAudio, mcqa_prompt_ids
 from vlat.rope import (
@@ -70,6 +71,7 @@ class EvalSpec:
     max_questions: int | None = None
     max_audio_seconds: float | None = 900.0  # longer recordings are skipped from their header, as in training
     allow_other_base: bool = False  # evaluate adapters trained on another base model (deliberately)
+    compare: list[str] | None = None  # paired comparisons "A:B" (None: every method against vanilla)
     dtype: str = "auto"
     attn_implementation: str = "auto"
     columns: ColumnMapping = field(default_factory=ColumnMapping)
@@ -215,11 +217,37 @@ def validate(spec: EvalSpec) -> None:
         raise EvalInputError(str(e) if str(e).startswith("--") else f"--methods {m}: {e}") from e
 
 
+def resolve_pairs(spec: EvalSpec, adapter_labels: list[str]) -> list[tuple[str, str]]:
+    """``--compare A:B,...``: two methods, two compression settings (``pool:2:none``) or two adapter labels, each
+    pair scored on the same questions; by default every method against vanilla."""
+    if spec.compare is None:
+        return [(m, "vanilla") for m in spec.methods if m != "vanilla"] if "vanilla" in spec.methods else []
+    known = {
+        "methods": list(spec.methods),
+        "audio compression settings": [str(AudioCompression.parse(c)) for c in spec.compressions],
+        "adapter labels": adapter_labels,
+    }
+    pairs = []
+    for entry in spec.compare:
+        cuts = [i for i, ch in enumerate(entry) if ch == ":"]
+        found = [
+            (entry[:i], entry[i + 1 :])
+            for i in cuts
+            if entry[:i] != entry[i + 1 :] and any(entry[:i] in v and entry[i + 1 :] in v for v in known.values())
+        ]
+        if not found:
+            choices = "; ".join(f"{k}: {', '.join(v)}" for k, v in known.items())
+            raise EvalInputError(f"--compare {entry}: expected A:B, two different values of one of ({choices})")
+        pairs.append(found[0])
+    return pairs
+
+
 class Evaluator:
     def __init__(self, spec: EvalSpec):
         validate(spec)
         self.spec = spec
         self.adapters = resolve_adapters(spec.adapters)
+        self.pairs = resolve_pairs(spec, [label for label, _ in self.adapters] or ["base"])
         for _, path in self.adapters:
             self._check_base(path, name_mismatch(path, spec.model))
         self.source = open_source(spec)
@@ -424,6 +452,8 @@ class Evaluator:
                             "method": method,
                             "length": bucket,
                             "id": rec.id,
+                            "recording": rec.recording_id,
+                            "duration_s": rec.duration,
                             "answer": rec.answer,
                             "prediction": answer.choice,
                             "correct": answer.choice == rec.answer,
@@ -442,24 +472,3 @@ class Evaluator:
         why = f"--max-questions {self.spec.max_questions} was reached first" if capped else "no recording is nearest it"
         said = seen | set(self.memory_skipped)  # memory-skipped buckets have their own line
         return [f"the {b:g}-min bucket received no question ({why})" for b in wanted if b not in said]
-
-
-def aggregate(preds: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for p in preds:
-        groups[(p["adapter"], p["compression"], p["method"], p["length"])].append(p)
-    rows = []
-    for (adapter, compression, method, length), ps in groups.items():
-        rows.append(
-            {
-                "adapter": adapter,
-                "compression": compression,
-                "method": method,
-                "length_min": length,
-                "questions": len(ps),
-                "accuracy": sum(p["correct"] for p in ps) / len(ps),
-                "unparsable": sum(p["unparsable"] for p in ps),
-                "audio_tokens_mean": sum(p["audio_tokens"] for p in ps) / len(ps),
-            }
-        )
-    return rows
