@@ -99,7 +99,7 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
             "trainer.callbacks.1.init_args.every_n_train_steps": 12,
         },
     )
-    train(config)
+    res = train(config)
     factors = scalars(run, "vlat/virtual_factor")
     assert len(factors) == 24 and set(factors.values()) <= {1.0, 5.0, 10.0, 15.0, 20.0, 25.0}
     assert len(set(factors.values())) > 2
@@ -109,6 +109,20 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
     assert scalars(run, "val/acc_0_5min") and scalars(run, "val/acc_1min")
     assert scalars(run, "train/audio_tokens_per_s") and scalars(run, "lr-AdamW")
     assert (run / "tb" / "version_0" / "config.yaml").exists() or list(run.rglob("config.yaml"))
+    # the run ends with what it learned: the last validation per bucket, with its counts and interval, and where
+    # the checkpoints are (the accuracies are TensorBoard's final ones)
+    out = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("[vlat]")]
+    assert "[vlat] last validation (step 24), accuracy per length bucket [95% interval]:" in out
+    questions = 0
+    for key, minutes in (("0_5min", "0.5"), ("1min", "1")):
+        acc = scalars(run, f"val/acc_{key}")[max(scalars(run, f"val/acc_{key}"))]
+        [line] = [x for x in out if x.startswith(f"[vlat]   {minutes} min: ")]
+        q, r = map(int, re.search(r"\((\d+) questions, (\d+) recordings\)", line).groups())
+        assert f"{100 * acc:.1f}% [" in line and 1 <= r <= q, line
+        questions += q
+    batch = yaml.safe_load(config.read_text())["data"]["val_batch_size"]
+    assert questions == 2 * batch  # limit_val_batches: 2 full batches of the test split
+    assert f"[vlat] checkpoints in {run / 'checkpoints'} (last {run / 'checkpoints' / 'last.ckpt'}" in "\n".join(out)
 
     # checkpoints hold LoRA weights only; the PEFT adapter beside them loads onto the stock base model
     ckpt = torch.load(run / "checkpoints" / "epoch=0-step=24.ckpt", weights_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 
 import lightning as L
 import torch
@@ -21,10 +21,12 @@ from vlat.activation_checkpointing import (
     set_checkpointed_layers,
 )
 from vlat.audio import seconds_to_tokens
+from vlat.checkpointing import adapter_dir_for
 from vlat.collate import padded_fraction
 from vlat.compression import AudioCompression
 from vlat.device_memory import GIB, available_bytes
 from vlat.errors import REASONS, ConfigError
+from vlat.evaluation.stats import Interval, accuracy_interval
 from vlat.fused_kernels import FusedKernels, apply_fused_kernels, use_fused_kernels
 from vlat.fused_kernels import available as fused_kernels_installed
 from vlat.lm_head import answer_loss
@@ -114,6 +116,8 @@ class VLATModule(L.LightningModule):
         self.train_skips = torch.zeros(len(REASONS))  # training samples skipped by reason, this rank, whole run
         self._train_skips_reported = torch.zeros(len(REASONS))  # all ranks' counts at the last summary
         self.val_skipped: Counter = Counter()  # this validation run, this rank
+        self._val_by_recording: dict[float, dict[str, list[int]]] = {}  # bucket -> recording -> [correct, questions]
+        self.last_validation: tuple[int, dict] | None = None  # (step, bucket -> Interval), for the run's summary
         self._window_samples = 0  # real samples since the last optimizer step (this rank)
         self._pass_samples = 0  # real samples in the current data pass (this rank)
         self._epoch_samples = 0  # real samples in the current epoch (this rank)
@@ -166,6 +170,26 @@ class VLATModule(L.LightningModule):
         # mixed precision: LoRA computes in the activation dtype (no fp32 copies of its inputs); held for the whole
         # fit, so that checkpoint recomputation in backward takes the same path as the forward
         set_lora_input_casting(self.model, enabled="mixed" not in str(self.trainer.precision))
+
+    def on_train_end(self) -> None:
+        """A run ends with what it learned and where it is, not on a progress bar."""
+        lines = []
+        if self.last_validation is not None:
+            step, cells = self.last_validation
+            lines.append(f"[vlat] last validation (step {step}), accuracy per length bucket [95% interval]:")
+            for bucket, iv in cells.items():
+                interval = f"[{100 * iv.low:.1f}–{100 * iv.high:.1f}]" if iv.low is not None else ""
+                lines.append(
+                    f"[vlat]   {bucket:g} min: {100 * iv.estimate:.1f}% {interval} "
+                    f"({iv.questions} questions, {iv.recordings} recordings)"
+                )
+        for cb in self.trainer.checkpoint_callbacks:
+            last = getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
+            if cb.dirpath:
+                where = f"last {last}, its PEFT adapter {adapter_dir_for(last)}" if last else "none written"
+                lines.append(f"[vlat] checkpoints in {cb.dirpath} ({where})")
+        for line in lines:
+            rank_zero_info(line)
 
     def on_fit_end(self) -> None:
         set_lora_input_casting(self.model, enabled=True)
@@ -345,14 +369,41 @@ class VLATModule(L.LightningModule):
         if batch.get("n", 0) == 0:
             return
         preds = predict_logits(self.model, batch, self.option_ids)
-        for pred, answer, bucket in zip(preds, batch["answer"], batch["bucket"], strict=True):
+        for pred, answer, bucket, rec in zip(
+            preds, batch["answer"], batch["bucket"], batch["recording_id"], strict=True
+        ):
+            counts = self._val_by_recording.setdefault(bucket, {}).setdefault(rec, [0, 0])  # the summary's interval
+            counts[0] += int(pred.choice == answer)
+            counts[1] += 1
             key = _bucket_key(bucket)
             self.val_acc[key].update(
                 torch.tensor([pred.choice], device=self.device), torch.tensor([answer], device=self.device)
             )
             self.val_count[key].update(1.0)
 
+    def _validation_summary(self) -> dict[float, Interval]:
+        """This validation run's accuracy per length bucket with its 95% interval (all ranks' recordings)."""
+        mine = {b: dict(recs) for b, recs in self._val_by_recording.items()}
+        self._val_by_recording.clear()
+        parts = [mine]
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            parts = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(parts, mine)
+        merged: dict[float, dict[str, list[int]]] = defaultdict(dict)
+        for part in parts:
+            for bucket, recs in part.items():
+                for rec, (c, n) in recs.items():
+                    old = merged[bucket].get(rec, [0, 0])
+                    merged[bucket][rec] = [old[0] + c, old[1] + n]
+        return {
+            b: accuracy_interval([c for c, _ in recs.values()], [n for _, n in recs.values()])
+            for b, recs in sorted(merged.items())
+        }
+
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.last_validation = (self.global_step, self._validation_summary())
+        self._val_by_recording.clear()
         for key, metric in self.val_acc.items():
             if self.val_count[key].compute() > 0:  # buckets with no question are not logged as 0% (synced count)
                 self.log(f"val/acc_{key}", metric.compute())
