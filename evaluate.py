@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlat.errors import ConfigError
     from vlat.evaluation import EvalSpec, Evaluator, write_outputs
     from vlat.evaluation.report import results_markdown
-    from vlat.evaluation.tables import paired
+    from vlat.evaluation.tables import aggregate, paired
     from vlat.io import check_output_dir
 
     spec = EvalSpec(
@@ -158,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "memory_skipped": {f"{k:g}": v for k, v in evaluator.memory_skipped.items()},
     }
-    paired_rows = paired(preds, evaluator.pairs)
-    print(results_markdown(rows, paired_rows), end="")  # first: the results survive a failed write
+    paired_rows, category_rows = paired(preds, evaluator.pairs), aggregate(preds, by_category=True)
+    print(results_markdown(rows, paired_rows, category_rows), end="")  # first: the results survive a failed write
     for warning in evaluator.empty_buckets(preds):
         print(f"evaluate.py: warning: {warning}", file=sys.stderr)
     try:
-        out = write_outputs(args.output, rows, preds, meta, paired_rows)
+        out = write_outputs(args.output, rows, preds, meta, paired_rows, category_rows)
     except OSError as e:
         print(f"evaluate.py: error: --output {args.output}: results not written ({e.strerror or e})", file=sys.stderr)
         return 1

@@ -104,6 +104,24 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
     assert "Paired differences" in md and "partial_pi − vanilla" in md and " q / " in md
     with open(out / "paired.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
+    # beside the overall figure, per question kind (the synthetic data's "kind" column)
+    by_kind = json.loads((out / "results.json").read_text())["by_category"]
+    kinds = {q["kind"] for q in test_rows}
+    assert {(r["method"], r["length_min"], r["category"]) for r in by_kind} == {
+        (m, x, k) for m in ("vanilla", "partial_pi") for x in (0.5, 1.0) for k in kinds
+    }
+    for r in by_kind:
+        want = [
+            q for q in test_rows if q["kind"] == r["category"] and (q["duration"] == 30.0) == (r["length_min"] == 0.5)
+        ]
+        mine = [
+            p
+            for p in preds
+            if (p["method"], p["length"], p["category"]) == (r["method"], r["length_min"], r["category"])
+        ]
+        assert r["questions"] == len(want) == len(mine)
+        assert r["accuracy"] == pytest.approx(sum(p["correct"] for p in mine) / len(mine))
+    assert "Accuracy per question category" in md
 
 
 def test_evaluate_reads_the_published_layout(tmp_path, tiny_model_dir, yodas2_dir):
@@ -138,11 +156,13 @@ def test_evaluate_reads_the_published_layout(tmp_path, tiny_model_dir, yodas2_di
     out = tmp_path / "eval"  # the CLI on the same mirror, default --lengths
     res = evaluate("--model", tiny_model_dir, "--data", yodas2_dir, "--output", out, "--original-audio-seconds", "20")
     assert res.returncode == 0, res.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())["results"]
+    doc = json.loads((out / "results.json").read_text())
+    results = doc["results"]
     assert sorted((r["length_min"], r["questions"]) for r in results if r["method"] == "vanilla") == [
         (0.5, 5),
         (1.0, 5),
     ]
+    assert doc["by_category"] == []  # the published layout names no category
 
 
 def test_yaml_config_and_generate_scoring(tmp_path, tiny_model_dir, synth_dir):

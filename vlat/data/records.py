@@ -58,6 +58,8 @@ class ColumnMapping:
     reference_audio: str = "path"
     reference_question: str = "Q"
     reference_answer: str = "text"
+    category: list[str] = field(default_factory=lambda: ["category", "task", "kind"])  # first present: the
+    # question's category, reported beside the overall accuracy (the synthetic data's question kinds: "kind")
 
     def detect(self, row: dict) -> str:
         if self.layout != "auto":
@@ -90,6 +92,7 @@ class Record:
     question: str
     options: list[str]
     answer: int
+    category: str | None = None  # the question's category or task, when the data has one
 
 
 def _row_name(row: dict, m: ColumnMapping) -> str:
@@ -237,7 +240,8 @@ def normalize(row: dict, m: ColumnMapping, base_dir: Path | None = None) -> Reco
     video = row.get(m.video_id) or recording
     rid = row.get(m.id)
     rid = str(rid) if rid not in (None, "") else (f"{row['_unit']}#{row['_row']}" if "_unit" in row else name)
-    return Record(rid, str(video), recording, src, duration, question, options, answer)
+    category = next((str(row[c]) for c in m.category if row.get(c) not in (None, "")), None)
+    return Record(rid, str(video), recording, src, duration, question, options, answer, category)
 
 
 def nearest_bucket(duration_s: float, lengths_min: list[float]) -> float:

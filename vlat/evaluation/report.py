@@ -62,7 +62,19 @@ def paired_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_markdown(rows: list[dict], paired_rows: list[dict]) -> str:
+def category_table(rows: list[dict]) -> str:
+    """Accuracy per question category, one line per cell and category."""
+    lines = ["| model | compression | method | length | category | accuracy (%) [95%] | questions (recordings) |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in sorted(rows, key=lambda r: (r["adapter"], r["compression"], r["method"], r["length_min"], r["category"])):
+        lines.append(
+            f"| {r['adapter']} | {r['compression']} | {r['method']} | {r['length_min']:g} min | {r['category']} | "
+            f"{with_interval(r)} | {r['questions']} ({r['recordings']}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(rows: list[dict], paired_rows: list[dict], category_rows: list[dict] = ()) -> str:
     text = (
         "Accuracy (%) [95% interval; recordings are the independent unit, see vlat/evaluation/stats.py]\n\n"
         + markdown_table(rows, with_interval)
@@ -71,6 +83,8 @@ def results_markdown(rows: list[dict], paired_rows: list[dict]) -> str:
     )
     if paired_rows:
         text += "\nPaired differences (the same questions under both settings)\n\n" + paired_table(paired_rows)
+    if category_rows:
+        text += "\nAccuracy per question category\n\n" + category_table(list(category_rows))
     return text
 
 
@@ -102,15 +116,21 @@ def _csv(rows: list[dict], fields: list[str]) -> str:
 
 
 def write_outputs(
-    out_dir: str | os.PathLike, rows: list[dict], preds: list[dict], meta: dict, paired_rows: list[dict] = ()
+    out_dir: str | os.PathLike,
+    rows: list[dict],
+    preds: list[dict],
+    meta: dict,
+    paired_rows: list[dict] = (),
+    category_rows: list[dict] = (),
 ) -> Path:
     """Write every file to a staging directory first, then move them into ``out_dir`` together."""
-    paired_rows = list(paired_rows)
+    paired_rows, category_rows = list(paired_rows), list(category_rows)
+    tables = {"results": rows, "paired": paired_rows, "by_category": category_rows}
     with published_files(out_dir) as tmp:
-        (tmp / "results.json").write_text(json.dumps({**meta, "results": rows, "paired": paired_rows}, indent=2) + "\n")
+        (tmp / "results.json").write_text(json.dumps({**meta, **tables}, indent=2) + "\n")
         (tmp / "results.csv").write_text(_csv(rows, FIELDS))
         if paired_rows:
             (tmp / "paired.csv").write_text(_csv(paired_rows, PAIRED_FIELDS))
-        (tmp / "results.md").write_text(results_markdown(rows, paired_rows))
+        (tmp / "results.md").write_text(results_markdown(rows, paired_rows, category_rows))
         (tmp / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
     return Path(out_dir)

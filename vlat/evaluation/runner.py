@@ -453,6 +453,7 @@ class Evaluator:
                             "length": bucket,
                             "id": rec.id,
                             "recording": rec.recording_id,
+                            "category": rec.category,
                             "duration_s": rec.duration,
                             "answer": rec.answer,
                             "prediction": answer.choice,

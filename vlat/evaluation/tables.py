@@ -20,15 +20,18 @@ def _per_recording(preds: list[dict], value) -> tuple[list[float], list[int]]:
     return list(sums.values()), list(sizes.values())
 
 
-def aggregate(preds: list[dict]) -> list[dict]:
-    """One row per (adapter, compression, method, length): accuracy and its 95% interval (recordings as the
-    independent unit), questions, recordings, the shortest / mean / longest recording included (seconds),
-    unparsable replies and mean audio tokens."""
+def aggregate(preds: list[dict], by_category: bool = False) -> list[dict]:
+    """One row per (adapter, compression, method, length) — and question category with ``by_category`` (questions
+    without one are left out of those rows): accuracy and its 95% interval (recordings as the independent unit),
+    questions, recordings, the shortest / mean / longest recording included (seconds), unparsable replies and mean
+    audio tokens."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for p in preds:
-        groups[(p["adapter"], p["compression"], p["method"], p["length"])].append(p)
+        if by_category and p.get("category") is None:
+            continue
+        groups[(p["adapter"], p["compression"], p["method"], p["length"], p.get("category"))].append(p)
     rows = []
-    for (adapter, compression, method, length), ps in groups.items():
+    for (adapter, compression, method, length, category), ps in groups.items():
         correct, sizes = _per_recording(ps, lambda p: int(p["correct"]))
         iv = accuracy_interval(correct, sizes)
         durations = {p["recording"]: p["duration_s"] for p in ps}.values()
@@ -48,6 +51,7 @@ def aggregate(preds: list[dict]) -> list[dict]:
                 "duration_s_max": max(durations),
                 "unparsable": sum(p["unparsable"] for p in ps),
                 "audio_tokens_mean": sum(p["audio_tokens"] for p in ps) / len(ps),
+                **({"category": category} if by_category else {}),
             }
         )
     return rows
