@@ -53,7 +53,8 @@ def test_paired_difference_by_hand():
 
 def _pred(compression, rec, qid, correct, method="vanilla"):
     return {"adapter": "base", "compression": compression, "method": method, "length": 2.0, "id": qid,
-            "recording": rec, "duration_s": 120.0, "correct": correct, "unparsable": False, "audio_tokens": 3000}  # fmt: skip
+            "recording": rec, "duration_s": 120.0, "correct": correct, "unparsable": False, "audio_tokens": 3000,
+            "category": "first" if qid in ("q1", "q3") else "last"}  # fmt: skip
 
 
 def test_cells_and_paired_rows_from_predictions_by_hand():
@@ -64,7 +65,10 @@ def test_cells_and_paired_rows_from_predictions_by_hand():
     preds = [_pred(c, r, q, ok[i]) for (r, q), ok in truth.items() for i, c in enumerate(("none", "pool:2"))]
     rows = {r["compression"]: r for r in aggregate(preds)}
     assert rows["none"]["accuracy"] == 0.75 and rows["pool:2"]["accuracy"] == 0.25
-    assert rows["none"]["questions"] == 4 and rows["none"]["recordings"] == 2
+    assert rows["none"]["questions"] == 4 and rows["none"]["recordings"] == 2 and len(aggregate(preds)) == 2
+    kinds = {(r["compression"], r["category"]): r for r in aggregate(preds, by_category=True)}
+    assert kinds["none", "first"]["accuracy"] == 1.0 and kinds["none", "last"]["accuracy"] == 0.5
+    assert kinds["pool:2", "first"]["questions"] == 2 and kinds["pool:2", "last"]["accuracy"] == 0.5
     [row] = paired(preds, [("pool:2", "none")])
     assert row["dimension"] == "compression" and "compression" not in row and row["method"] == "vanilla"
     assert row["difference"] == -0.5 and row["questions"] == 4 and row["recordings"] == 2

@@ -29,7 +29,9 @@ def aggregate(preds: list[dict], by_category: bool = False) -> list[dict]:
     for p in preds:
         if by_category and p.get("category") is None:
             continue
-        groups[(p["adapter"], p["compression"], p["method"], p["length"], p.get("category"))].append(p)
+        groups[
+            (p["adapter"], p["compression"], p["method"], p["length"], p.get("category") if by_category else None)
+        ].append(p)
     rows = []
     for (adapter, compression, method, length, category), ps in groups.items():
         correct, sizes = _per_recording(ps, lambda p: int(p["correct"]))
