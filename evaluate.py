@@ -44,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--lengths",
         type=csv_list(float),
         default=None,
-        help="buckets in minutes (0.5 ok); default: every length the data has (its clip-length folders, else 1,2,5,10)",
+        help="buckets in minutes (0.5 ok); default: every length the data has (its clip-length folders, else "
+        "0.5,1,2,5,10,15,20,30,45,60); without folders a recording is in L when within --length-tolerance of it",
+    )
+    p.add_argument(
+        "--length-tolerance",
+        type=float,
+        default=0.1,
+        help="without clip-length folders: a recording is in bucket L when its duration is within this share of L",
     )
     p.add_argument("--scoring", choices=["logits", "generate"], default="logits")
     p.add_argument(
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         cutoff_dim=args.cutoff_dim,
         temperature=args.temperature,
         lengths=args.lengths,
+        length_tolerance=args.length_tolerance,
         scoring=args.scoring,
         **{k: getattr(args, k) for k in ("max_new_tokens", "prefill_chunk") if getattr(args, k) is not None},
         max_questions=args.max_questions,
@@ -144,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"evaluate.py: skipped {len(skipped)} questions ({reasons}); each is named in results.json", file=sys.stderr
         )
+    if evaluator.left_out:
+        durations = ", ".join(f"{d:g} s: {n}" for d, n in sorted(evaluator.left_out.items()))
+        print(
+            f"evaluate.py: left out {sum(evaluator.left_out.values())} questions whose recordings are in no requested "
+            f"length bucket ({durations}); buckets: {', '.join(f'{b:g}' for b in evaluator.buckets)} min",
+            file=sys.stderr,
+        )
     if not preds:
         print(
             f"evaluate.py: error: no question could be scored ({len(skipped)} skipped, "
@@ -155,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         "spec": {k: v for k, v in vars(args).items() if k != "no_progress"},
         "skipped_questions": len(skipped),
         "skipped_by_reason": evaluator.skipped_by_reason,
+        "buckets_min": evaluator.buckets,
+        "left_out_questions": sum(evaluator.left_out.values()),
+        "left_out_by_duration_s": {f"{d:g}": n for d, n in sorted(evaluator.left_out.items())},
         "skipped": skipped,
         "memory_skipped": {f"{k:g}": v for k, v in evaluator.memory_skipped.items()},
     }

@@ -49,7 +49,7 @@ def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_di
         "--seeds",
         "0,1",
         "--lengths",
-        "0.5,1",
+        "0.5,1.25",
         "--original-audio-seconds",
         "20",
         "--max-questions",
@@ -63,7 +63,7 @@ def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_di
     summary = json.loads((out / "comparison.json").read_text())
     agg = summary["aggregate"]
     assert {(a["strategy"], a["method"], a["length_min"]) for a in agg} == {
-        (s, m, x) for s in ("limited", "vanilla") for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
+        (s, m, x) for s in ("limited", "vanilla") for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
     }
     assert all(a["seeds"] == 2 for a in agg)
     assert (out / "accuracy_vs_length.png").read_bytes()[:4] == b"\x89PNG"
@@ -118,7 +118,7 @@ def test_compare_evaluates_under_the_trained_compression(tmp_path, tiny_model_di
             "--seeds",
             "0",
             "--lengths",
-            "0.5,1",
+            "0.5,1.25",
             "--output",
             str(out),
         ],
@@ -129,4 +129,4 @@ def test_compare_evaluates_under_the_trained_compression(tmp_path, tiny_model_di
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads((out / "runs" / "vanilla_seed0" / "eval" / "results.json").read_text())["results"]
     assert {r["compression"] for r in rows} == {"pool:2"}
-    assert {r["length_min"]: r["audio_tokens_mean"] for r in rows} == {0.5: 375, 1.0: 938}
+    assert {r["length_min"]: r["audio_tokens_mean"] for r in rows} == {0.5: 375, 1.25: 938}

@@ -8,7 +8,8 @@ import pytest
 
 from vlat.collate import padded_fraction
 from vlat.data import ColumnMapping, MCQABatchStream, StreamSpec, normalize, read_rows, resolve
-from vlat.data.records import in_holdout, nearest_bucket, parse_inline_question, parse_label
+from vlat.data.buckets import STANDARD_LENGTHS, bucket_of, requested
+from vlat.data.records import in_holdout, parse_inline_question, parse_label
 from vlat.data.sources import SourceError
 from vlat.errors import BadSampleError
 
@@ -135,7 +136,7 @@ def test_hub_id_goes_through_the_same_reader(yodas2_dir, monkeypatch):
 def test_duration_comes_from_the_audio_not_the_row(synth_dir, tmp_path):
     row = {**_rows(synth_dir)[0], "duration": 600.0}  # the row lies: the file is 30 s
     rec = normalize(row, ColumnMapping(), synth_dir)
-    assert rec.duration == pytest.approx(30.0) and nearest_bucket(rec.duration, [0.5, 1, 2, 5, 10]) == 0.5
+    assert rec.duration == pytest.approx(30.0) and bucket_of(rec.duration, None, [0.5, 1, 2, 5, 10]) == 0.5
 
 
 def test_recording_ids_group_a_recordings_questions(yodas2_dir):
@@ -146,9 +147,18 @@ def test_recording_ids_group_a_recordings_questions(yodas2_dir):
     assert all(r.video_id == r.recording_id for r in recs)  # no video column: the split is recording-level
 
 
-def test_buckets_and_holdout():
-    assert nearest_bucket(75, [1, 2, 5, 10]) == 1 and nearest_bucket(100, [1, 2, 5, 10]) == 2
-    assert nearest_bucket(30, [0.5, 1, 2]) == 0.5
+def test_buckets_by_hand_and_holdout():
+    # without folders: within 10% of L (1 min: 54-66 s; 2 min: 108-132 s); never the nearest of a grid
+    assert bucket_of(60, None, [1, 2]) == 1 and bucket_of(66, None, [1, 2]) == 1 and bucket_of(66.5, None, [1]) is None
+    assert bucket_of(115, None, [1, 2, 5]) == 2 and bucket_of(100, None, [1, 2, 5]) is None
+    assert bucket_of(30, None, [1, 2, 5, 10]) is None and bucket_of(75, None, [1, 2, 5, 10]) is None  # not "1"
+    assert bucket_of(180, None, [2, 5]) is None and bucket_of(180, None, [2, 3, 5]) == 3
+    assert bucket_of(75, None, [1.25], tolerance=0.0) == 1.25 and bucket_of(74, None, [1.25], tolerance=0.0) is None
+    # with a clip-length folder, the folder decides (the published clips of "2" may run a little short or long)
+    assert bucket_of(117, 2.0, [2.0, 5.0]) == 2.0 and bucket_of(117, 2.0, [5.0]) is None
+    # the buckets reported: asked for, else the folders, else the standard ones
+    assert requested([5, 1], (0.5, 1)) == [1, 5] and requested(None, (2.0, 0.5)) == [0.5, 2.0]
+    assert requested(None, ()) == list(STANDARD_LENGTHS)
     videos = [f"v{i}" for i in range(2000)]
     held = [v for v in videos if in_holdout(v, 0.2)]
     assert 0.15 < len(held) / len(videos) < 0.25

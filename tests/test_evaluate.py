@@ -50,7 +50,7 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
         "--methods",
         "vanilla,partial_pi",
         "--lengths",
-        "0.5,1",
+        "0.5,1.25",
         "--original-audio-seconds",
         "20",
         "--output",
@@ -59,7 +59,7 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())["results"]
     assert {(r["method"], r["length_min"]) for r in results} == {
-        (m, x) for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
+        (m, x) for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
     }
     test_rows = [json.loads(x) for x in open(synth_dir / "test.jsonl")]
     for r in results:
@@ -74,7 +74,7 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     md = (out / "results.md").read_text()
-    assert "| vlat_default/last |" in md and "partial_pi · 1 min" in md
+    assert "| vlat_default/last |" in md and "partial_pi · 1.25 min" in md
 
     # every cell says what it holds and how sure it is: recordings, durations, a 95% interval from per-recording
     # counts; the paired difference partial_pi - vanilla from the same questions (vlat.evaluation.stats by hand)
@@ -82,7 +82,7 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
 
     by_key = {(p["method"], p["length"], p["id"]): p for p in preds}
     [pair_doc] = [json.loads((out / "results.json").read_text())["paired"]]
-    assert {(r["a"], r["b"], r["length_min"]) for r in pair_doc} == {("partial_pi", "vanilla", x) for x in (0.5, 1.0)}
+    assert {(r["a"], r["b"], r["length_min"]) for r in pair_doc} == {("partial_pi", "vanilla", x) for x in (0.5, 1.25)}
     for r in results:
         mine = [p for p in preds if (p["method"], p["length"]) == (r["method"], r["length_min"])]
         recs = sorted({p["recording"] for p in mine})
@@ -108,7 +108,7 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
     by_kind = json.loads((out / "results.json").read_text())["by_category"]
     kinds = {q["kind"] for q in test_rows}
     assert {(r["method"], r["length_min"], r["category"]) for r in by_kind} == {
-        (m, x, k) for m in ("vanilla", "partial_pi") for x in (0.5, 1.0) for k in kinds
+        (m, x, k) for m in ("vanilla", "partial_pi") for x in (0.5, 1.25) for k in kinds
     }
     for r in by_kind:
         want = [
@@ -338,23 +338,23 @@ def test_evaluate_each_compression_setting(tmp_path, tiny_model_dir, synth_dir):
     """--audio-compression: every setting evaluated, with its token counts (30 s: 750 -> 375; 75 s: 1875 -> 938),
     one column group per setting and method; a bad setting is a one-line error before the model loads."""
     out = tmp_path / "eval"
-    args = ["--model", tiny_model_dir, "--data", synth_dir, "--methods", "vanilla,partial_pi", "--lengths", "0.5,1"]
+    args = ["--model", tiny_model_dir, "--data", synth_dir, "--methods", "vanilla,partial_pi", "--lengths", "0.5,1.25"]
     res = evaluate(*args, "--audio-compression", "none,pool:2,ltbm:0.5:global", "--output", out)
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())["results"]
     settings = ("none", "pool:2", "ltbm:0.5:global")
     assert {(r["compression"], r["method"], r["length_min"]) for r in results} == {
-        (c, m, x) for c in settings for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
+        (c, m, x) for c in settings for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
     }
     tokens = {"none": (750, 1875), "pool:2": (375, 938), "ltbm:0.5:global": (375, 938)}
     for r in results:
-        assert r["audio_tokens_mean"] == tokens[r["compression"]][r["length_min"] == 1.0]
+        assert r["audio_tokens_mean"] == tokens[r["compression"]][r["length_min"] == 1.25]
     questions = {(r["compression"], r["method"], r["length_min"]): r["questions"] for r in results}
     assert len({(m, x, n) for (_, m, x), n in questions.items()}) == 4  # every setting scores the same questions
     preds = [json.loads(x) for x in open(out / "predictions.jsonl")]
     assert {p["compression"] for p in preds} == set(settings)
     md = (out / "results.md").read_text()
-    assert "pool:2 · partial_pi · 1 min" in md and "ltbm:0.5:global · vanilla · 0.5 min" in md
+    assert "pool:2 · partial_pi · 1.25 min" in md and "ltbm:0.5:global · vanilla · 0.5 min" in md
     with open(out / "results.csv") as f:
         assert {row["compression"] for row in csv.DictReader(f)} == set(settings)
 

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from vlat.collate import expand_features
 from vlat.compression import AudioCompression
+from vlat.data.buckets import DEFAULT_TOLERANCE
 from vlat.data.records import ColumnMapping
 from vlat.data.sources import Source, resolve
 from vlat.data.stream import MCQABatchStream, StreamSpec
@@ -24,9 +25,12 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         model_name_or_path: where the processor comes from (linked to the model's in ``train.py``).
         train_split, val_split: split names; ``val_split: null`` disables validation.
         columns: column mapping / layout (see :class:`vlat.data.records.ColumnMapping`).
-        train_lengths, val_lengths: length buckets in minutes to keep (clip-length folders to read, and the bucket
-            nearest each recording's real duration); null keeps every length the source has. Validation accuracy is
-            logged per bucket.
+        train_lengths, val_lengths: length buckets in minutes to keep (:mod:`vlat.data.buckets`: clip-length folders
+            to read; without folders, recordings whose real duration is within ``length_tolerance`` of a length);
+            null trains on every recording and validates on every length the source has (its folders, else the
+            standard lengths). Validation accuracy is logged per bucket.
+        length_tolerance: without clip-length folders, a recording is in bucket L when its duration is within this
+            share of L (0.1: the 2-minute bucket holds 108-132 s); others are left out and counted.
         holdout_fraction: when > 0, validation comes from ``train_split`` itself, split by video (by recording when
             the data names no video, as in the published YODAS2-MCQA); no group is on both sides.
         batch_size, val_batch_size: samples per batch (paper: 8; use ``accumulate_grad_batches`` with 1).
@@ -54,6 +58,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         columns: ColumnMapping | None = None,
         train_lengths: list[float] | None = None,
         val_lengths: list[float] | None = None,
+        length_tolerance: float = DEFAULT_TOLERANCE,
         holdout_fraction: float = 0.0,
         batch_size: int = 8,
         val_batch_size: int = 8,
@@ -71,6 +76,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
             ("batch_size", batch_size >= 1, ">= 1"),
             ("val_batch_size", val_batch_size >= 1, ">= 1"),
             ("holdout_fraction", 0.0 <= holdout_fraction < 1.0, "in [0, 1)"),
+            ("length_tolerance", 0.0 <= length_tolerance < 1.0, "in [0, 1)"),
             ("bucket_buffer", bucket_buffer >= 1, ">= 1"),
             ("buffer_mib", buffer_mib > 0, "> 0"),
             ("max_audio_seconds", max_audio_seconds is None or max_audio_seconds > 0, "> 0 (or null: no limit)"),
@@ -120,6 +126,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
             split=split,
             columns=self.columns,
             lengths=lengths,
+            length_tolerance=hp.length_tolerance,
             holdout_fraction=hp.holdout_fraction,
             holdout_side=side,
             seed=hp.seed,
@@ -192,7 +199,8 @@ class YODAS2MCQADataModule(L.LightningDataModule):
     def _layout(self) -> dict:
         """What the position inside a pass is counted in: the same rows, cut into the same batches, dealt to the
         same (rank, worker) slots."""
-        keys = ("source", "train_split", "train_lengths", "holdout_fraction", "batch_size", "bucket_buffer")
+        keys = ("source", "train_split", "train_lengths", "length_tolerance", "holdout_fraction", "batch_size")
+        keys += ("bucket_buffer",)
         keys += ("buffer_mib", "seed", "num_workers")
         ranks = self.trainer.world_size if self.trainer is not None else 1
         return {**{k: self.hparams[k] for k in keys}, "ranks": ranks}

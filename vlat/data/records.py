@@ -93,6 +93,7 @@ class Record:
     options: list[str]
     answer: int
     category: str | None = None  # the question's category or task, when the data has one
+    bucket: float | None = None  # its length bucket in minutes (vlat.data.buckets), set when it is read
 
 
 def _row_name(row: dict, m: ColumnMapping) -> str:
@@ -242,12 +243,6 @@ def normalize(row: dict, m: ColumnMapping, base_dir: Path | None = None) -> Reco
     rid = str(rid) if rid not in (None, "") else (f"{row['_unit']}#{row['_row']}" if "_unit" in row else name)
     category = next((str(row[c]) for c in m.category if row.get(c) not in (None, "")), None)
     return Record(rid, str(video), recording, src, duration, question, options, answer, category)
-
-
-def nearest_bucket(duration_s: float, lengths_min: list[float]) -> float:
-    """The length bucket (minutes) nearest to a recording's duration."""
-    minutes = duration_s / 60.0
-    return min(lengths_min, key=lambda b: (abs(b - minutes), b))
 
 
 def in_holdout(group_id: str, fraction: float, seed: int = 0) -> bool:

@@ -28,8 +28,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vlat.collate import MCQACollator, shared
 from vlat.compression import AudioCompression
+from vlat.data.buckets import DEFAULT_TOLERANCE, bucket_of, requested
 from vlat.data.plan import batches_before, pass_rng, plan_pass, row_order
-from vlat.data.records import ColumnMapping, Record, in_holdout, nearest_bucket, normalize
+from vlat.data.records import ColumnMapping, Record, in_holdout, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve, warm_arrow_to_numpy
 from vlat.errors import BadSampleError
 from vlat.prompts import EncodedAudio, build_mcqa_example, encode_recording
@@ -42,33 +43,37 @@ class StreamSpec:
     source: str
     split: str
     columns: ColumnMapping = field(default_factory=ColumnMapping)
-    lengths: list[float] | None = None  # minutes: clip-length folders to read, and the nearest-bucket filter
-    bucket_grid: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0])  # without length folders
+    lengths: list[float] | None = None  # minutes: clip-length folders to read, and the buckets kept (buckets.py)
+    length_tolerance: float = DEFAULT_TOLERANCE  # without folders: |duration - L| <= tolerance * L puts it in L
     holdout_fraction: float = 0.0  # >0: split one table by video (by recording when the data names no video)
     holdout_side: str = "keep"  # "keep" = groups not held out, "holdout" = held-out groups only
     seed: int = 0
 
-    def grid(self, source: Source) -> list[float]:
-        """Buckets a recording can fall in: the source's clip-length folders when it has them."""
-        return sorted(set(source.folder_lengths or self.bucket_grid) | set(self.lengths or []))
+    def buckets(self, source: Source) -> list[float]:
+        """The buckets this spec reports on (:func:`vlat.data.buckets.requested`)."""
+        return requested(self.lengths, source.folder_lengths)
 
 
 def iter_records(
     spec: StreamSpec,
     source: Source,
+    unit,
     rows: Iterator[dict],
-    base_dir,
     on_bad: Callable[[BadSampleError], None],
-    on_filtered: Callable[[], None] = lambda: None,
+    on_filtered: Callable[[Record], None] = lambda rec: None,
     max_audio_seconds: float | None = None,
+    need_bucket: bool = True,
 ) -> Iterator[Record]:
-    """Normalize rows, skipping bad ones (``on_bad``), those over ``max_audio_seconds`` (``too_long``, from the
-    duration the header or the sample count gives: nothing is decoded) and those outside ``lengths`` / the
-    holdout side (``on_filtered``)."""
-    grid = spec.grid(source)
+    """Normalize the rows of ``unit``, skipping bad ones (``on_bad``), those over ``max_audio_seconds``
+    (``too_long``, from the duration the header or the sample count gives: nothing is decoded), and leaving out
+    (``on_filtered``) those in no requested length bucket (:mod:`vlat.data.buckets`; kept with no bucket when
+    ``need_bucket`` is false and no lengths were asked for: training on everything) and those on the other side
+    of the holdout split. Each record gets its ``bucket``."""
+    base = None if source.hub else Path(unit.path).parent
+    buckets = spec.buckets(source)
     for row in rows:
         try:
-            rec = normalize(row, spec.columns, base_dir)
+            rec = normalize(row, spec.columns, base)
             if max_audio_seconds is not None and rec.duration > max_audio_seconds:
                 raise BadSampleError(
                     rec.id, "too_long", f"audio is {rec.duration:.1f} s, over max_audio_seconds={max_audio_seconds:g}"
@@ -76,13 +81,14 @@ def iter_records(
         except BadSampleError as e:
             on_bad(e)
             continue
-        if spec.lengths is not None and nearest_bucket(rec.duration, grid) not in spec.lengths:
-            on_filtered()
+        rec.bucket = bucket_of(rec.duration, unit.folder_minutes, buckets, spec.length_tolerance)
+        if rec.bucket is None and (need_bucket or spec.lengths is not None):
+            on_filtered(rec)
             continue
         if spec.holdout_fraction > 0:
             held = in_holdout(rec.video_id, spec.holdout_fraction, spec.seed)
             if held != (spec.holdout_side == "holdout"):
-                on_filtered()
+                on_filtered(rec)
                 continue
         yield rec
 
@@ -155,7 +161,7 @@ class MCQABatchStream(IterableDataset):
 
     def buckets(self) -> list[float]:
         """The length buckets this stream reports on (validation accuracy is logged per bucket)."""
-        return list(self.spec.lengths) if self.spec.lengths is not None else self.spec.grid(self.source)
+        return self.spec.buckets(self.source)
 
     # -- planning (metadata only) ------------------------------------------------------------------------------
     def _plan(self, pass_idx: int, slot: int, n_slots: int):
@@ -191,10 +197,9 @@ class MCQABatchStream(IterableDataset):
     ):
         """Plans (lists of records) of one window: exactly ``n_batches``, the tail empty when rows were dropped."""
         unit = self.source.units[u]
-        base = None if self.source.hub else Path(unit.path).parent
         filtered = [0]
 
-        def note_filtered() -> None:
+        def note_filtered(rec: Record) -> None:
             filtered[0] += 1
 
         encoded: dict[str, EncodedAudio | BadSampleError] = {}
@@ -215,11 +220,12 @@ class MCQABatchStream(IterableDataset):
                 iter_records(
                     self.spec,
                     self.source,
+                    unit,
                     rows,
-                    base,
                     lambda e: self._note_bad(e, bad),
                     note_filtered,
                     self.max_audio_seconds,
+                    need_bucket=not self.train,
                 )
             )
         )
@@ -259,7 +265,6 @@ class MCQABatchStream(IterableDataset):
         """Featurise each recording once (inline audio already was, per window), then one example per question."""
         encoded: dict[str, EncodedAudio | BadSampleError] = {}
         examples = []
-        grid = self.spec.grid(self.source)
         for rec in plan:
             audio = rec.audio
             if not isinstance(audio, EncodedAudio | BadSampleError):
@@ -288,7 +293,7 @@ class MCQABatchStream(IterableDataset):
                 recording_id=rec.recording_id,
                 answer=rec.answer,
                 duration=rec.duration,
-                bucket=nearest_bucket(rec.duration, grid),
+                bucket=rec.bucket,
             )
             examples.append(ex)
         if not examples:

@@ -20,7 +20,8 @@ from vlat.audio import featurize, load_audio, seconds_to_tokens
 from vlat.audio_tokens import time_layout
 from vlat.checkpointing import UnsafeCheckpointError, adapter_dir_for, adapter_files
 from vlat.compression import AudioCompression
-from vlat.data.records import ColumnMapping, Record, nearest_bucket, normalize
+from vlat.data.buckets import DEFAULT_TOLERANCE
+from vlat.data.records import ColumnMapping, Record, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
 from vlat.device_memory import available_bytes, size
@@ -64,7 +65,8 @@ class EvalSpec:
     original_audio_seconds: float = 30.0
     cutoff_dim: int = 0
     temperature: float = 1.0
-    lengths: list[float] | None = None  # None: every length the data has
+    lengths: list[float] | None = None  # None: every length the data has (its folders, else the standard ones)
+    length_tolerance: float = DEFAULT_TOLERANCE  # without folders: within this share of L is bucket L
     scoring: str = "logits"
     max_new_tokens: int = 24  # generate scoring
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # tokens per prefill forward; 0 = the whole prefix at once
@@ -155,7 +157,7 @@ def open_source(spec: EvalSpec) -> Source:
 
 
 def recordings(
-    spec: EvalSpec, source: Source, on_bad=lambda e: None, on_filtered=lambda: None
+    spec: EvalSpec, source: Source, on_bad=lambda e: None, on_filtered=lambda rec: None
 ) -> Iterator[list[Record]]:
     """Questions grouped by recording, in source order, without holding audio beyond one recording.
 
@@ -163,12 +165,13 @@ def recordings(
     consecutive rows); JSON tables, whose rows are metadata only, are grouped whole. ``on_bad(error)`` gets each
     row that is bad or over ``max_audio_seconds`` (its header tells: nothing is decoded), ``on_filtered()`` each
     row outside the requested lengths."""
-    sspec = StreamSpec(spec.data, spec.split, spec.columns, lengths=spec.lengths)
+    sspec = StreamSpec(
+        spec.data, spec.split, spec.columns, lengths=spec.lengths, length_tolerance=spec.length_tolerance
+    )
 
     def records(unit):
-        base = None if source.hub else Path(unit.path).parent
         rows = read_rows(source, unit)
-        yield from iter_records(sspec, source, rows, base, on_bad, on_filtered, spec.max_audio_seconds)
+        yield from iter_records(sspec, source, unit, rows, on_bad, on_filtered, spec.max_audio_seconds)
 
     streamed = (rec for unit in source.units if not unit.random_access for rec in records(unit))
     for _, group in groupby(streamed, key=lambda r: r.recording_id):  # across row-group boundaries too
@@ -195,6 +198,8 @@ def validate(spec: EvalSpec) -> None:
         raise EvalInputError(f"--max-questions: {spec.max_questions!r} must be an integer >= 1 (or unset: all)")
     if spec.max_audio_seconds is not None and not spec.max_audio_seconds > 0:
         raise EvalInputError(f"--max-audio-seconds: {spec.max_audio_seconds} must be > 0 (inf: no limit)")
+    if not 0 <= spec.length_tolerance < 1:
+        raise EvalInputError(f"--length-tolerance: {spec.length_tolerance} must be in [0, 1)")
     if not (isinstance(spec.max_new_tokens, int) and spec.max_new_tokens >= 1):
         raise EvalInputError(f"--max-new-tokens: {spec.max_new_tokens!r} must be an integer >= 1")
     if not (isinstance(spec.prefill_chunk, int) and spec.prefill_chunk >= 0):
@@ -251,7 +256,9 @@ class Evaluator:
         for _, path in self.adapters:
             self._check_base(path, name_mismatch(path, spec.model))
         self.source = open_source(spec)
-        self.grid = StreamSpec(spec.data, spec.split, lengths=spec.lengths).grid(self.source)
+        sspec = StreamSpec(spec.data, spec.split, lengths=spec.lengths, length_tolerance=spec.length_tolerance)
+        self.buckets = sspec.buckets(self.source)
+        self.left_out: Counter = Counter()  # questions in no requested bucket, by recording duration (last run)
         self.skipped: list[dict] = []  # every question not scored for a bad input: id, reason, detail (last run)
         self.processor = load_processor(spec.model)
         model = load_model(spec.model, spec.dtype, spec.attn_implementation)
@@ -304,7 +311,7 @@ class Evaluator:
             self.model.set_adapter(label)
             yield label
 
-    def recordings(self, on_bad=lambda e: None, on_filtered=lambda: None) -> Iterator[list[Record]]:
+    def recordings(self, on_bad=lambda e: None, on_filtered=lambda rec: None) -> Iterator[list[Record]]:
         """The evaluation's questions grouped by recording, at most ``max_questions`` of them."""
         left = self.spec.max_questions
         for recs in recordings(self.spec, self.source, on_bad, on_filtered):
@@ -321,6 +328,7 @@ class Evaluator:
         memory is skipped whole, said in one line (``memory_skipped``); the other buckets go on."""
         spec, preds = self.spec, []
         self.skipped.clear()
+        self.left_out.clear()
         self.memory_skipped.clear()
         self.memory_messages.clear()
         total = self.source.num_rows if spec.max_questions is None else min(spec.max_questions, self.source.num_rows)
@@ -330,7 +338,11 @@ class Evaluator:
             self._skip(e, bar)
             bar.update(1)
 
-        for recs in self.recordings(on_bad, lambda: bar.update(1)):
+        def on_filtered(rec: Record) -> None:
+            self.left_out[round(rec.duration, 1)] += 1
+            bar.update(1)
+
+        for recs in self.recordings(on_bad, on_filtered):
             preds += self._evaluate(recs, bar)
             bar.update(len(recs))
         bar.close()
@@ -350,7 +362,7 @@ class Evaluator:
     def _evaluate(self, recs: list[Record], bar) -> list[dict]:
         """One recording's predictions; none when its audio is unreadable or its bucket does not fit in memory."""
         first = recs[0]
-        bucket = nearest_bucket(first.duration, self.grid)
+        bucket = first.bucket
         if bucket in self.memory_skipped:
             self.memory_skipped[bucket] += len(recs)
             return []
@@ -468,8 +480,13 @@ class Evaluator:
     def empty_buckets(self, preds: list[dict]) -> list[str]:
         """Warnings for requested length buckets that received no question (and why, when ``max_questions`` did it)."""
         seen = {p["length"] for p in preds}
-        wanted = self.spec.lengths if self.spec.lengths is not None else self.grid
         capped = self.spec.max_questions is not None and len({p["id"] for p in preds}) >= self.spec.max_questions
-        why = f"--max-questions {self.spec.max_questions} was reached first" if capped else "no recording is nearest it"
+        if capped:
+            why = f"--max-questions {self.spec.max_questions} was reached first"
+        elif self.source.folder_lengths:
+            why = "the data has no clip-length folder of that length"
+        else:
+            why = f"no recording is within {100 * self.spec.length_tolerance:g}% of that length"
+        wanted = self.buckets
         said = seen | set(self.memory_skipped)  # memory-skipped buckets have their own line
         return [f"the {b:g}-min bucket received no question ({why})" for b in wanted if b not in said]

@@ -14,7 +14,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vlat.audio import featurize, load_audio
-from vlat.data.records import nearest_bucket
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
@@ -26,7 +25,6 @@ from vlat.scoring import LOGITS_PREFIX
 
 DEFAULT_CUTOFFS = [56, 48, 40, 32, 24, 16, 8]
 DEFAULT_TEMPERATURES = [round(0.5 + 0.1 * i, 1) for i in range(12)]  # 0.5 .. 1.6
-STANDARD_BUCKETS = [0.5, 1.0, 2.0, 5.0, 10.0]
 
 
 def check_grid(model: str, cutoffs: list[int], temperatures: list[float]) -> None:
@@ -40,8 +38,7 @@ def check_grid(model: str, cutoffs: list[int], temperatures: list[float]) -> Non
 
 def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: list[float], progress=True) -> dict:
     check_grid(ev.spec.model, cutoffs, temperatures)
-    grid_buckets = sorted(set(ev.source.folder_lengths or STANDARD_BUCKETS) | {length})
-    groups = (g for g in ev.recordings() if nearest_bucket(g[0].duration, grid_buckets) == length)
+    groups = (g for g in ev.recordings() if g[0].bucket == length)  # vlat.data.buckets decided
     correct = np.zeros((len(cutoffs), len(temperatures)))
     total, skipped = 0, 0
     proc = ev.processor
