@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"sweep.py: error: --output {args.output}: results not written ({e.strerror or e})", file=sys.stderr)
         return 1
+    alike, n_grid = result["indistinguishable_from_best"], len(result["cutoffs"]) * len(result["temperatures"])
+    print(
+        f"{len(alike)} of {n_grid} settings are not distinguishable from the best (paired 95% intervals over "
+        f"{result['recordings']} recordings); see indistinguishable_from_best in sweep.json"
+    )
     print(f"wrote {out}/sweep.json, sweep.csv, heatmap.png")
     return 0
 

@@ -76,6 +76,13 @@ def test_sweep_cli_writes_heatmap(tmp_path, tiny_model_dir, synth_dir):
             if acc[i, j] == best]  # fmt: skip
     assert result["tied"] == want and {k: result["best"][k] for k in want[0]} == want[0]
     assert res.stdout.startswith("tie: ") == (len(want) > 1)
+    # every tied setting is (trivially) indistinguishable from the best; the best's interval holds its accuracy
+    alike = [{k: a[k] for k in ("cutoff_dim", "temperature")} for a in result["indistinguishable_from_best"]]
+    assert all(w in alike for w in want) and result["recordings"] >= 1
+    assert all(a["difference"] <= 0 for a in result["indistinguishable_from_best"])
+    low, high = result["best"]["ci95"]
+    assert low <= best <= high
+    assert f"{len(alike)} of 4 settings are not distinguishable from the best" in res.stdout
     assert len((out / "sweep.csv").read_text().splitlines()) == 1 + 4
     bad = subprocess.run(
         [

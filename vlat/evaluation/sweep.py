@@ -17,6 +17,7 @@ from vlat.audio import featurize, load_audio
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
+from vlat.evaluation.stats import accuracy_interval, distinguishable, paired_difference
 from vlat.io import published_files
 from vlat.model_loading import check_model_source, text_head_dim
 from vlat.prompts import EncodedAudio, mcqa_prompt_ids
@@ -40,6 +41,7 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
     check_grid(ev.spec.model, cutoffs, temperatures)
     groups = (g for g in ev.recordings() if g[0].bucket == length)  # vlat.data.buckets decided
     correct = np.zeros((len(cutoffs), len(temperatures)))
+    per_recording, sizes = [], []  # each recording's correct answers per setting: the paired intervals
     total, skipped = 0, 0
     proc = ev.processor
     comp = ev.compressions[0]
@@ -54,13 +56,17 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         n_audio = EncodedAudio(feats, fmask).tokens(comp)
         audio = encode_audio(ev.model, feats, fmask)  # once per recording, for the whole grid
         parts = [mcqa_prompt_ids(proc, n_audio, r.question, r.options, LOGITS_PREFIX) for r in recs]
+        mine = np.zeros_like(correct)
         for i, c in enumerate(cutoffs):
             for j, t in enumerate(temperatures):
                 apply_audio_rope(ev.model, AudioRopeConfig("partial_yarn", ev.tokens, cutoff_dim=c, temperature=t))
                 preds = score_questions(
                     ev.model, parts[0][0], [p[1] for p in parts], audio, ev.option_ids, ev.spec.prefill_chunk
                 )
-                correct[i, j] += sum(p.choice == r.answer for p, r in zip(preds, recs, strict=True))
+                mine[i, j] = sum(p.choice == r.answer for p, r in zip(preds, recs, strict=True))
+        correct += mine
+        per_recording.append(mine)
+        sizes.append(len(recs))
         total += len(recs)
     if total + skipped == 0:
         raise ValueError(f"--length {length}: no recordings in that bucket")
@@ -70,17 +76,31 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         {"cutoff_dim": cutoffs[a], "temperature": temperatures[b]}
         for a, b in zip(*np.nonzero(acc == acc[i, j]), strict=True)
     ]
+    best_iv = accuracy_interval([float(m[i, j]) for m in per_recording], sizes) if sizes else None
+    alike = []  # settings the data cannot tell from the best: their paired difference's interval includes 0
+    for a in range(len(cutoffs)):
+        for b in range(len(temperatures)):
+            d = paired_difference([float(m[a, b] - m[i, j]) for m in per_recording], sizes) if sizes else None
+            if d is not None and not distinguishable(d):
+                alike.append({"cutoff_dim": cutoffs[a], "temperature": temperatures[b], "difference": d.estimate})
     return {
         "length_min": length,
         "original_audio_tokens": ev.tokens,
         "audio_compression": str(comp),
         "questions": total,
+        "recordings": len(sizes),
         "skipped_questions": skipped,
         "cutoffs": cutoffs,
         "temperatures": temperatures,
         "accuracy": acc.tolist(),
-        "best": {"cutoff_dim": cutoffs[i], "temperature": temperatures[j], "accuracy": float(acc[i, j])},
+        "best": {
+            "cutoff_dim": cutoffs[i],
+            "temperature": temperatures[j],
+            "accuracy": float(acc[i, j]),
+            "ci95": None if best_iv is None else [best_iv.low, best_iv.high],
+        },
         "tied": tied,
+        "indistinguishable_from_best": alike,  # paired 95% intervals over recordings (vlat.evaluation.stats)
     }
 
 
