@@ -53,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--base-config {args.base_config}: {e.strerror}")
     from vlat.errors import ConfigError
     from vlat.evaluation import EvalInputError, EvalSpec
-    from vlat.evaluation.compare import aggregate_seeds, comparison_table, evaluate_run, train_run, write_comparison
+    from vlat.evaluation.compare import (
+        aggregate_seeds,
+        comparison_table,
+        evaluate_run,
+        pooled_and_paired,
+        run_predictions,
+        train_run,
+        write_comparison,
+    )
     from vlat.evaluation.runner import validate
     from vlat.io import check_output_dir
 
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         p.error(str(e))
     out = Path(args.output)
-    per_run = []
+    per_run, preds = [], {}
     try:
         for strategy in args.strategies:
             for seed in args.seeds:
@@ -85,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                 adapter = train_run(base, strategy, seed, run_dir, extra, ROOT)
                 for row in evaluate_run(spec, adapter, strategy, run_dir):
                     per_run.append({**row, "strategy": strategy, "seed": seed})
+                preds[strategy, seed] = run_predictions(run_dir)
     except (EvalInputError, RuntimeError, OSError) as e:
         print(f"compare.py: error: {e}", file=sys.stderr)
         return 2
     agg = aggregate_seeds(per_run)
+    pooled, paired = pooled_and_paired(preds)
     print(comparison_table(agg), end="")
     try:
-        write_comparison(out, agg, per_run)
+        write_comparison(out, agg, per_run, pooled, paired)
     except OSError as e:
         print(f"compare.py: error: --output {out}: comparison not written ({e.strerror or e})", file=sys.stderr)
         return 1

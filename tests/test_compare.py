@@ -69,6 +69,25 @@ def test_compare_trains_evaluates_and_resumes(tmp_path, tiny_model_dir, synth_di
     assert (out / "accuracy_vs_length.png").read_bytes()[:4] == b"\x89PNG"
     table = (out / "comparison.md").read_text()
     assert "| limited |" in table and " ± " in table
+    # the questions pooled over seeds, with intervals; limited minus vanilla fine-tuning on the same questions
+    doc = json.loads((out / "comparison.json").read_text())
+    pooled = {(r["strategy"], r["method"], r["length_min"]): r for r in doc["pooled"]}
+    paired = {(r["method"], r["length_min"]): r for r in doc["paired_vs_vanilla"]}
+    assert set(paired) == {(m, x) for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)}
+    assert {r["strategy"] for r in doc["paired_vs_vanilla"]} == {"limited"}
+
+    def answered(strategy, method, length):
+        files = [out / "runs" / f"{strategy}_seed{seed}" / "eval" / "predictions.jsonl" for seed in (0, 1)]
+        ps = [json.loads(x) for f in files for x in f.read_text().splitlines()]
+        return [p for p in ps if (p["method"], p["length"]) == (method, length)]
+
+    for (method, length), r in paired.items():
+        a, b = answered("limited", method, length), answered("vanilla", method, length)
+        assert r["questions"] == len(a) == len(b) == pooled["limited", method, length]["questions"]
+        right_a, right_b = sum(p["correct"] for p in a), sum(p["correct"] for p in b)
+        assert r["difference"] == pytest.approx((right_a - right_b) / len(a))
+        assert pooled["limited", method, length]["accuracy"] == pytest.approx(right_a / len(a))
+    assert "Each strategy minus vanilla fine-tuning" in table and "pooled over seeds" in table
     ckpt = out / "runs" / "limited_seed1" / "checkpoints" / "last.ckpt"
     stamp = ckpt.stat().st_mtime_ns
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

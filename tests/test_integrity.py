@@ -649,7 +649,9 @@ def test_evaluate_warns_about_length_buckets_that_received_no_question(tmp_path,
     assert warnings == [
         "evaluate.py: warning: the 5-min bucket received no question (no recording is within 10% of that length)"
     ]
-    assert "evaluate.py: left out 5 questions whose recordings are in no requested length bucket (75 s: 5)" in res.stderr
+    assert (
+        "evaluate.py: left out 5 questions whose recordings are in no requested length bucket (75 s: 5)" in res.stderr
+    )
     res = _evaluate(*common, "--lengths", "0.5,1.25", "--max-questions", "2")
     warnings = [line for line in res.stderr.splitlines() if line.startswith("evaluate.py: warning:")]
     assert res.returncode == 0 and len(warnings) == 1 and "(--max-questions 2 was reached first)" in warnings[0]

@@ -20,6 +20,7 @@ import yaml
 
 from vlat.evaluation.report import write_outputs
 from vlat.evaluation.runner import EvalInputError, EvalSpec, Evaluator
+from vlat.evaluation.stats import accuracy_interval, distinguishable, paired_difference
 from vlat.io import published_files, write_json_atomic
 
 STRATEGIES = ["default", "dense", "very_dense", "limited", "fixed", "vanilla"]  # "vanilla" = vanilla fine-tuning
@@ -136,6 +137,50 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
     ]
 
 
+def run_predictions(run_dir: Path) -> list[dict]:
+    """The per-question predictions of a run's evaluation (``eval/predictions.jsonl``)."""
+    path = run_dir / "eval" / "predictions.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def pooled_and_paired(preds: dict[tuple[str, int], list[dict]], baseline: str = "vanilla") -> tuple[list, list]:
+    """Over all seeds: each (strategy, method, length)'s accuracy on the pooled questions with its 95% interval,
+    and each strategy minus ``baseline`` (vanilla fine-tuning) on the same (seed, question) pairs, with its paired
+    interval. Recordings are the independent unit (a recording's questions over every seed form one cluster)."""
+    pooled: dict[tuple, dict[str, list[int]]] = defaultdict(dict)
+    answers: dict[tuple, dict] = {}
+    for (strategy, seed), ps in preds.items():
+        for p in ps:
+            counts = pooled[strategy, p["method"], p["length"]].setdefault(p["recording"], [0, 0])
+            counts[0] += int(p["correct"])
+            counts[1] += 1
+            answers[strategy, seed, p["method"], p["length"], p["id"]] = p
+    pooled_rows = []
+    for (strategy, method, length), recs in pooled.items():
+        iv = accuracy_interval([c for c, _ in recs.values()], [n for _, n in recs.values()])
+        pooled_rows.append(
+            {"strategy": strategy, "method": method, "length_min": length, "questions": iv.questions,
+             "recordings": iv.recordings, "accuracy": iv.estimate, "ci95_low": iv.low, "ci95_high": iv.high}
+        )  # fmt: skip
+    diffs: dict[tuple, dict[str, list[int]]] = defaultdict(dict)
+    for (strategy, seed, method, length, qid), p in answers.items():
+        base = answers.get((baseline, seed, method, length, qid))
+        if strategy == baseline or base is None:
+            continue
+        d = diffs[strategy, method, length].setdefault(p["recording"], [0, 0])
+        d[0] += int(p["correct"]) - int(base["correct"])
+        d[1] += 1
+    paired_rows = []
+    for (strategy, method, length), recs in diffs.items():
+        iv = paired_difference([c for c, _ in recs.values()], [n for _, n in recs.values()])
+        paired_rows.append(
+            {"strategy": strategy, "baseline": baseline, "method": method, "length_min": length,
+             "questions": iv.questions, "recordings": iv.recordings, "difference": iv.estimate, "ci95_low": iv.low,
+             "ci95_high": iv.high, "distinguishable": distinguishable(iv)}
+        )  # fmt: skip
+    return pooled_rows, paired_rows
+
+
 def comparison_table(agg: list[dict]) -> str:
     from vlat.evaluation.report import markdown_table
 
@@ -173,14 +218,28 @@ def plot_accuracy_vs_length(agg: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_comparison(out_dir: Path, agg: list[dict], per_run: list[dict]) -> None:
+def write_comparison(
+    out_dir: Path, agg: list[dict], per_run: list[dict], pooled: list[dict] = (), paired: list[dict] = ()
+) -> None:
+    from vlat.evaluation.report import markdown_table, paired_table, with_interval
+
+    doc = {"aggregate": agg, "pooled": list(pooled), "paired_vs_vanilla": list(paired), "runs": per_run}
+    text = "Accuracy (%), mean ± std over seeds\n\n" + comparison_table(agg)
+    if pooled:
+        rows = [{"adapter": r["strategy"], **r} for r in pooled]
+        text += "\nAccuracy (%) of the questions pooled over seeds [95% interval]\n\n" + markdown_table(
+            rows, with_interval
+        )
+    if paired:
+        rows = [{**r, "a": r["strategy"], "b": r["baseline"], "method": r["method"]} for r in paired]
+        text += "\nEach strategy minus vanilla fine-tuning, on the same questions and seeds\n\n" + paired_table(rows)
     with published_files(out_dir) as tmp:
-        (tmp / "comparison.json").write_text(json.dumps({"aggregate": agg, "runs": per_run}, indent=2) + "\n")
+        (tmp / "comparison.json").write_text(json.dumps(doc, indent=2) + "\n")
         lines = ["strategy,method,length_min,seeds,mean,std"] + [
             f"{a['strategy']},{a['method']},{a['length_min']:g},{a['seeds']},{a['mean']:.6f},"
             + (f"{a['std']:.6f}" if a["std"] is not None else "")
             for a in agg
         ]
         (tmp / "comparison.csv").write_text("\n".join(lines) + "\n")
-        (tmp / "comparison.md").write_text("Accuracy (%), mean ± std over seeds\n\n" + comparison_table(agg))
+        (tmp / "comparison.md").write_text(text)
         plot_accuracy_vs_length(agg, tmp / "accuracy_vs_length.png")
