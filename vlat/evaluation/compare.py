@@ -149,8 +149,10 @@ def pooled_and_paired(preds: dict[tuple[str, int], list[dict]], baseline: str = 
     interval. Recordings are the independent unit (a recording's questions over every seed form one cluster)."""
     pooled: dict[tuple, dict[str, list[int]]] = defaultdict(dict)
     answers: dict[tuple, dict] = {}
+    seconds: dict[tuple, dict[str, float]] = defaultdict(dict)
     for (strategy, seed), ps in preds.items():
         for p in ps:
+            seconds[strategy, p["method"], p["length"]][p["recording"]] = p["duration_s"]
             counts = pooled[strategy, p["method"], p["length"]].setdefault(p["recording"], [0, 0])
             counts[0] += int(p["correct"])
             counts[1] += 1
@@ -158,9 +160,11 @@ def pooled_and_paired(preds: dict[tuple[str, int], list[dict]], baseline: str = 
     pooled_rows = []
     for (strategy, method, length), recs in pooled.items():
         iv = accuracy_interval([c for c, _ in recs.values()], [n for _, n in recs.values()])
+        d = seconds[strategy, method, length].values()
         pooled_rows.append(
             {"strategy": strategy, "method": method, "length_min": length, "questions": iv.questions,
-             "recordings": iv.recordings, "accuracy": iv.estimate, "ci95_low": iv.low, "ci95_high": iv.high}
+             "recordings": iv.recordings, "accuracy": iv.estimate, "ci95_low": iv.low, "ci95_high": iv.high,
+             "duration_s_min": min(d), "duration_s_mean": sum(d) / len(d), "duration_s_max": max(d)}
         )  # fmt: skip
     diffs: dict[tuple, dict[str, list[int]]] = defaultdict(dict)
     for (strategy, seed, method, length, qid), p in answers.items():

@@ -41,7 +41,7 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
     check_grid(ev.spec.model, cutoffs, temperatures)
     groups = (g for g in ev.recordings() if g[0].bucket == length)  # vlat.data.buckets decided
     correct = np.zeros((len(cutoffs), len(temperatures)))
-    per_recording, sizes = [], []  # each recording's correct answers per setting: the paired intervals
+    per_recording, sizes, durations = [], [], []  # each recording's correct answers per setting, its length
     total, skipped = 0, 0
     proc = ev.processor
     comp = ev.compressions[0]
@@ -67,6 +67,7 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         correct += mine
         per_recording.append(mine)
         sizes.append(len(recs))
+        durations.append(recs[0].duration)
         total += len(recs)
     if total + skipped == 0:
         raise ValueError(f"--length {length}: no recordings in that bucket")
@@ -89,6 +90,7 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         "audio_compression": str(comp),
         "questions": total,
         "recordings": len(sizes),
+        "duration_s": [min(durations), sum(durations) / len(durations), max(durations)] if durations else None,
         "skipped_questions": skipped,
         "cutoffs": cutoffs,
         "temperatures": temperatures,
