@@ -30,6 +30,5 @@ def bucket_of(
     clip-length folder, else the length its duration is within ``tolerance`` of (the closest, if several)."""
     if folder_minutes is not None:
         return folder_minutes if folder_minutes in lengths else None
-    minutes = duration_s / 60.0
-    fits = [x for x in lengths if abs(minutes - x) <= tolerance * x]
-    return min(fits, key=lambda x: abs(minutes - x)) if fits else None
+    fits = [x for x in lengths if abs(duration_s - 60.0 * x) <= tolerance * 60.0 * x + 1e-6]  # 1 µs: rounding
+    return min(fits, key=lambda x: abs(duration_s - 60.0 * x)) if fits else None
