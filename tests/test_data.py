@@ -440,5 +440,8 @@ def test_parquet_table_source(synth_dir, processor, tmp_path):
     d = tmp_path / "pq"
     shutil.copytree(synth_dir / "audio", d / "audio")
     pd.read_json(synth_dir / "test.jsonl", lines=True).to_parquet(d / "test.parquet")
-    ids = [i for b in _stream(processor, d, split="test", train=False) for i in b.get("id", [])]
+    ids = [i for b in _stream(processor, d, split="test", train=False, lengths=[0.5, 1.25]) for i in b.get("id", [])]
     assert sorted(ids) == sorted(r["id"] for r in _rows(synth_dir, "test"))
+    # without lengths, validation reports the standard buckets: the 75-s recording is in none, left out
+    standard = [i for b in _stream(processor, d, split="test", train=False) for i in b.get("id", [])]
+    assert sorted(standard) == sorted(r["id"] for r in _rows(synth_dir, "test") if r["duration"] == 30.0)

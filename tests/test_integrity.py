@@ -555,7 +555,7 @@ def test_evaluation_skips_and_counts_rows_it_cannot_score(synth_dir, tmp_path):
     rows = [json.loads(x) for x in (d / "test.jsonl").read_text().splitlines()]
     rows[0]["answer"], rows[1]["choices"] = 7, rows[1]["choices"][:3]
     (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = EvalSpec(model="unused", data=str(d), lengths=None)
+    spec = EvalSpec(model="unused", data=str(d), lengths=[0.5, 1.25])
     skipped = []
     kept = [r.id for group in recordings(spec, open_source(spec), lambda e: skipped.append(e.reason)) for r in group]
     assert sorted(skipped) == ["bad_answer", "bad_options"] and len(kept) == len(rows) - 2
