@@ -1,6 +1,7 @@
 """The offline base model that hears (clips <= 30 s), and the quick start that fine-tunes it: learning is asserted."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,7 +123,8 @@ def test_the_quick_start_checkpoint_resumes_past_its_first_data_pass(quick_start
     assert saved["global_step"] == 60 and saved["vlat_data_pass"]["pass"] >= 1
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.yaml")]
     extra = ["--ckpt_path", "last", "--trainer.max_steps", "62", "--trainer.limit_val_batches", "0"]
+    extra += ["--trainer.log_every_n_steps", "1"]
     res = subprocess.run([*cmd, *extra], cwd=tmp_path, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    resumed = torch.load(last, weights_only=True)
-    assert resumed["global_step"] == 62 and resumed["vlat_data_pass"]["pass"] == saved["vlat_data_pass"]["pass"]
+    assert res.returncode == 0 and "no usable training sample" not in res.stderr, res.stderr[-3000:]
+    assert {60, 61} <= set(scalars(tmp_path / "runs" / "smoke", "train/loss"))  # steps 61 and 62 trained
+    assert re.search(r"step\s+\S+ 62/62 ", res.stdout)
