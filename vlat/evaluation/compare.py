@@ -20,7 +20,7 @@ import yaml
 
 from vlat.evaluation.report import write_outputs
 from vlat.evaluation.runner import EvalInputError, EvalSpec, Evaluator
-from vlat.evaluation.stats import accuracy_interval, distinguishable, paired_difference
+from vlat.evaluation.tables import aggregate, paired
 from vlat.io import published_files, write_json_atomic
 
 STRATEGIES = ["default", "dense", "very_dense", "limited", "fixed", "vanilla"]  # "vanilla" = vanilla fine-tuning
@@ -146,43 +146,13 @@ def run_predictions(run_dir: Path) -> list[dict]:
 def pooled_and_paired(preds: dict[tuple[str, int], list[dict]], baseline: str = "vanilla") -> tuple[list, list]:
     """Over all seeds: each (strategy, method, length)'s accuracy on the pooled questions with its 95% interval,
     and each strategy minus ``baseline`` (vanilla fine-tuning) on the same (seed, question) pairs, with its paired
-    interval. Recordings are the independent unit (a recording's questions over every seed form one cluster)."""
-    pooled: dict[tuple, dict[str, list[int]]] = defaultdict(dict)
-    answers: dict[tuple, dict] = {}
-    seconds: dict[tuple, dict[str, float]] = defaultdict(dict)
-    for (strategy, seed), ps in preds.items():
-        for p in ps:
-            seconds[strategy, p["method"], p["length"]][p["recording"]] = p["duration_s"]
-            counts = pooled[strategy, p["method"], p["length"]].setdefault(p["recording"], [0, 0])
-            counts[0] += int(p["correct"])
-            counts[1] += 1
-            answers[strategy, seed, p["method"], p["length"], p["id"]] = p
-    pooled_rows = []
-    for (strategy, method, length), recs in pooled.items():
-        iv = accuracy_interval([c for c, _ in recs.values()], [n for _, n in recs.values()])
-        d = seconds[strategy, method, length].values()
-        pooled_rows.append(
-            {"strategy": strategy, "method": method, "length_min": length, "questions": iv.questions,
-             "recordings": iv.recordings, "accuracy": iv.estimate, "ci95_low": iv.low, "ci95_high": iv.high,
-             "duration_s_min": min(d), "duration_s_mean": sum(d) / len(d), "duration_s_max": max(d)}
-        )  # fmt: skip
-    diffs: dict[tuple, dict[str, list[int]]] = defaultdict(dict)
-    for (strategy, seed, method, length, qid), p in answers.items():
-        base = answers.get((baseline, seed, method, length, qid))
-        if strategy == baseline or base is None:
-            continue
-        d = diffs[strategy, method, length].setdefault(p["recording"], [0, 0])
-        d[0] += int(p["correct"]) - int(base["correct"])
-        d[1] += 1
-    paired_rows = []
-    for (strategy, method, length), recs in diffs.items():
-        iv = paired_difference([c for c, _ in recs.values()], [n for _, n in recs.values()])
-        paired_rows.append(
-            {"strategy": strategy, "baseline": baseline, "method": method, "length_min": length,
-             "questions": iv.questions, "recordings": iv.recordings, "difference": iv.estimate, "ci95_low": iv.low,
-             "ci95_high": iv.high, "distinguishable": distinguishable(iv)}
-        )  # fmt: skip
-    return pooled_rows, paired_rows
+    interval (:mod:`vlat.evaluation.tables`: a recording's questions over every seed form one cluster)."""
+    tagged = [{**p, "adapter": s, "id": f"{seed}/{p['id']}"} for (s, seed), ps in preds.items() for p in ps]
+    strategies = list(dict.fromkeys(s for s, _ in preds))
+    pooled = [{"strategy": r.pop("adapter"), **r} for r in aggregate(tagged)]
+    pairs = [(s, baseline) for s in strategies if s != baseline] if baseline in strategies else []
+    differences = [{"strategy": r.pop("a"), "baseline": r.pop("b"), **r} for r in paired(tagged, pairs)]
+    return pooled, differences
 
 
 def comparison_table(agg: list[dict]) -> str:
