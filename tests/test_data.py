@@ -12,6 +12,7 @@ from vlat.data.buckets import STANDARD_LENGTHS, bucket_of, requested
 from vlat.data.records import in_holdout, parse_inline_question, parse_label
 from vlat.data.sources import SourceError
 from vlat.errors import BadSampleError
+from vlat.testing.synth_data import QUESTIONS
 
 
 def _rows(d, split="train"):
@@ -295,11 +296,11 @@ def _count_encodes(monkeypatch) -> list:
 
 def test_inline_audio_is_featurised_once_per_recording_per_window(yodas2_one_file, processor, monkeypatch):
     calls = _count_encodes(monkeypatch)
-    # one row group, one window: a recording's five questions land in different batches, featurised once
+    # one row group, one window: a recording's questions land in different batches, featurised once
     batches = [b for b in _stream(processor, yodas2_one_file, batch_size=3) if b["n"]]
     recordings = {r for b in batches for r in b["recording_id"]}
     assert len(calls) == len(recordings) < sum(len(set(b["recording_id"])) for b in batches)
-    assert sum(b["n"] for b in batches) == 5 * len(recordings)
+    assert sum(b["n"] for b in batches) == len(QUESTIONS) * len(recordings)
 
 
 def test_audio_files_are_decoded_once_per_batch(synth_dir, processor, monkeypatch):
@@ -322,7 +323,7 @@ def test_a_recording_that_cannot_be_featurised_skips_each_of_its_questions(yodas
     skipped = Counter()
     for b in batches:
         skipped.update(b["skipped"])
-    assert calls and sum(b["n"] for b in batches) == 0 and skipped == {"corrupt_audio": 5 * len(calls)}
+    assert calls and sum(b["n"] for b in batches) == 0 and skipped == {"corrupt_audio": len(QUESTIONS) * len(calls)}
 
 
 def test_over_long_audio_is_skipped_from_its_header_without_decoding(

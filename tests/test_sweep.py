@@ -8,6 +8,7 @@ import numpy as np
 from vlat.evaluation import EvalSpec, Evaluator
 from vlat.evaluation.sweep import run_sweep
 from vlat.rope import find_audio_model
+from vlat.testing.synth_data import QUESTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def test_grid_reuses_one_audio_encoding_per_recording(tiny_model_dir, synth_dir)
     find_audio_model(ev.model).audio_tower.register_forward_hook(lambda *a: calls.append(1))
     result = run_sweep(ev, 1.25, [0, 4, 8], [0.8, 1.0, 1.6], progress=False)
     recordings = {r.recording_id for g in ev.recordings() for r in g if r.duration == 75.0}
-    assert len(calls) == len(recordings) and result["questions"] == 5 * len(recordings)
+    assert len(calls) == len(recordings) and result["questions"] == len(QUESTIONS) * len(recordings)
     acc = np.array(result["accuracy"])
     assert acc.shape == (3, 3) and ((acc >= 0) & (acc <= 1)).all()
     i, j = np.unravel_index(acc.argmax(), acc.shape)

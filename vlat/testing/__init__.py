@@ -5,7 +5,15 @@ All are written to disk in the same formats real users bring (a Hugging Face che
 plus a JSONL table), so tests exercise the real loading code without any network access.
 """
 
-from vlat.testing.synth_data import TONES, SynthConfig, decode_tone_events, write_synth_dataset
+from vlat.testing.synth_data import MARKERS, TONES, SynthConfig, decode_events, write_synth_dataset
 from vlat.testing.tiny_model import TinyModelConfig, write_tiny_model
 
-__all__ = ["TONES", "SynthConfig", "TinyModelConfig", "decode_tone_events", "write_synth_dataset", "write_tiny_model"]
+__all__ = [
+    "MARKERS",
+    "TONES",
+    "SynthConfig",
+    "TinyModelConfig",
+    "decode_events",
+    "write_synth_dataset",
+    "write_tiny_model",
+]
