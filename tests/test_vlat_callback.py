@@ -74,3 +74,36 @@ def test_per_sample_draws():
     assert [again.draw_per_sample(4, rank=1) for _ in range(20)] == rest
     again.load_state_dict(state)
     assert [again.draw_per_sample(4, rank=0) for _ in range(20)] != rest  # another rank, other factors
+
+
+def test_per_sample_factors_reach_the_position_math(tiny_model):
+    """Not only the log: each row's audio run is laid over its own drawn factor x the original window, in the
+    positions the rotary embedding turns into cos / sin (n audio tokens on linspace(p, p + S - 1, n))."""
+    import copy
+    from types import SimpleNamespace
+
+    from test_rope import _batch, _sample
+
+    from vlat.rope import AudioRopeConfig, apply_audio_rope, find_audio_model
+
+    model = copy.deepcopy(tiny_model)
+    apply_audio_rope(model, AudioRopeConfig("partial_pi", original_audio_tokens=4))
+    batch = _batch([_sample(model, 8, seed=i) for i in range(4)], "right")
+    cb = VirtualLongformCallback("default", seed=3, per_sample=True)
+    expected = VirtualLongformCallback("default", seed=3, per_sample=True).draw_per_sample(4)
+    assert len(set(expected)) > 1  # the rows drew different factors
+    logged = {}
+    module = SimpleNamespace(model=model, log=lambda name, value, **kw: logged.update({name: value}))
+    cb.on_train_batch_start(SimpleNamespace(global_rank=0), module, batch, 0)
+    rotary = find_audio_model(model).language_model.rotary_emb
+    seen = []
+    handle = rotary.register_forward_hook(lambda m, args, out: seen.append(m.plan.positions.clone()))
+    with torch.no_grad():
+        model(**batch)
+    handle.remove()
+    audio = batch["input_ids"] == model.config.audio_token_index
+    for row, f in enumerate(expected):
+        pos = seen[0][row][audio[row]]
+        span = round(f * 4)
+        torch.testing.assert_close(pos, torch.linspace(3, 3 + span - 1, 8), atol=1e-5, rtol=0)
+    assert logged["vlat/virtual_factor"] == sum(expected) / 4
