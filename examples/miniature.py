@@ -1,25 +1,31 @@
 """The paper's experiment in miniature, on CPU (arXiv 2510.15231, Tables 1, 2 and 6; write-up: docs/miniature.md).
 
-    python examples/miniature.py --output runs/miniature               # the whole miniature (29 min on 2 cores)
+    python examples/miniature.py --output runs/miniature               # the whole miniature (within an hour, 2 cores)
     python examples/miniature.py --output /tmp/miniature --tiny       # a few minutes: every stage, small sizes (CI)
+    python examples/miniature.py --output runs/miniature --docs docs/miniature.md   # also write the docs page
 
 A tiny Qwen2-Audio that has heard only clips of at most 30 s (``python -m vlat.testing base-model``) stands in for
-Qwen2-Audio-7B-Instruct, synthetic tone questions (:data:`vlat.testing.synth_data.BASE_TASK`) for YODAS2-MCQA:
+Qwen2-Audio-7B-Instruct, synthetic questions whose evidence can sit anywhere in a recording
+(:data:`vlat.testing.synth_data.BASE_TASK`) for YODAS2-MCQA:
 
+- **Reference listeners** (:mod:`vlat.testing.listeners`, no model): chance, only the first 30 s, only the last
+  30 s, the whole recording, per length and question kind; and a **deaf control**: the base model on 30-s test
+  recordings whose audio is replaced by their background noise.
 - **Table 1** (training-free extension): the base model at every length under vanilla, Partial PI, Partial YaRN
   (cutoff and temperature swept with ``sweep.py`` on the validation split, per length), Whole PI and Whole YaRN,
   stretching from the original 30-s window and from the *observed* window: the longest length at which vanilla
   accuracy on the validation split stays within ``--observed-tolerance`` of its 30-s accuracy (§5.1), and from
   fixed longer windows (1 minute), so that anchoring is compared even when the observed window is the original.
-- **Tables 2 and 6** (fine-tuning): LoRA on 1-minute clips with vanilla fine-tuning and VLAT (default, dense,
-  limited, fixed strategies, and the default strategy with a virtual factor per sample instead of per batch),
-  over seeds, evaluated at longer lengths under vanilla and Partial PI inference, through ``compare.py``.
+- **Tables 2 and 6** (fine-tuning): LoRA on 1-minute clips with vanilla fine-tuning and VLAT (default, dense, very
+  dense, limited, fixed strategies, and the default strategy with a virtual factor per sample instead of per
+  batch), over seeds, evaluated at longer lengths under vanilla and Partial PI inference, through ``compare.py``.
 
-Every stage runs the package's own commands (``evaluate.py``, ``sweep.py``, ``compare.py``, ``train.py``) as a user
-would; their outputs stay under OUTPUT with a log per stage in OUTPUT/logs/. Resumable: the base model and datasets
-are reused when made with the same settings, a stage whose command line is unchanged and finished is not run again,
-and ``compare.py`` reuses finished runs. Writes OUTPUT/miniature.json (settings, commands, timings, every number)
-and OUTPUT/miniature.md (the tables).
+Every cell carries its questions, recordings, durations and 95% interval; the paper's claims are checked against
+paired intervals (:mod:`miniature_analysis`). Every stage runs the package's own commands (``evaluate.py``,
+``sweep.py``, ``compare.py``, ``train.py``) as a user would; their outputs stay under OUTPUT with a log per stage in
+OUTPUT/logs/. Resumable: the base model and datasets are reused when made with the same settings, a stage whose
+command line is unchanged and finished is not run again, and ``compare.py`` reuses finished runs. Writes
+OUTPUT/miniature.json (settings, commands, timings, every number) and OUTPUT/miniature.md (the tables).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # a checkout without `pip install -e .` still runs
 
+import miniature_analysis as analysis  # noqa: E402  (examples/: the numbers from the runs' predictions)
+import miniature_report as report  # noqa: E402  (examples/: the tables and the docs page)
 from common import machine  # noqa: E402  (bench/common.py: the machine description the benchmarks record)
 
 from vlat.cliargs import OneLineParser  # noqa: E402
@@ -52,33 +61,37 @@ class Plan:
     """Sizes of one miniature; :data:`FULL` is the write-up's, :data:`TINY` the CI's."""
 
     lengths: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)  # minutes: Table 1 lengths (0.5 = the original window)
-    test_recordings: int = 20  # per length (x 5 questions)
-    validation_recordings: int = 10  # per length: the sweep and the observed window are chosen on these
+    test_recordings: int = 40  # per length (x 2 questions)
+    validation_recordings: int = 16  # per length: the sweep and the observed window are chosen on these
     extra_windows: tuple[float, ...] = (1.0,)  # minutes: Table 1 also stretches from these windows
-    train_recordings: int = 60  # 1-minute clips (x 5 questions) for fine-tuning
+    train_recordings: int = 150  # 1-minute clips (x 2 questions) for fine-tuning
     train_minutes: float = 1.0
     cutoffs: tuple[int, ...] = (2, 4, 6)  # Partial YaRN grid (the tiny model's head_dim is 16: 8 frequency pairs)
-    temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2, 1.4)
-    strategies: tuple[str, ...] = ("vanilla", "default", "dense", "limited", "fixed", "default_per_sample")
+    temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
+    strategies: tuple[str, ...] = (
+        "vanilla", "default", "dense", "very_dense", "limited", "fixed", "default_per_sample"
+    )  # fmt: skip
     seeds: tuple[int, ...] = (0, 1, 2)
     table2_lengths: tuple[float, ...] = (1.0, 2.0, 5.0)
     steps: int = 75  # optimizer steps of each fine-tuning run (batch 4: one pass over the training questions)
     learning_rate: float = 1e-3
+    deaf_recordings: int = 60  # 30-s recordings (x 2 questions) of the deaf control
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
 
 
 FULL = Plan()
 TINY = Plan(
     lengths=(0.5, 1.0, 2.0),
-    test_recordings=4,
+    test_recordings=8,
     validation_recordings=2,
-    train_recordings=8,
+    train_recordings=12,
     cutoffs=(2, 6),
     temperatures=(0.8, 1.2),
     strategies=("vanilla", "default", "default_per_sample"),
     seeds=(0, 1),
     table2_lengths=(1.0, 2.0),
     steps=6,  # >= log_every_n_steps (5), so the virtual factors reach TensorBoard
+    deaf_recordings=30,
 )
 
 
@@ -103,6 +116,14 @@ def datasets(plan: Plan) -> dict[str, SynthConfig]:
             validation_fraction=plan.validation_recordings / n_eval,
             seed=2,
         ),
+        "deaf_source": replace(
+            BASE_TASK,
+            durations=(30.0,),
+            videos_per_duration=plan.deaf_recordings,
+            segments_per_video=1,
+            test_fraction=1.0,
+            seed=3,
+        ),  # fmt: skip
     }
 
 
@@ -169,7 +190,7 @@ class Runner:
 
 def ensure_fixtures(out: Path, plan: Plan, base_model: str | None) -> tuple[Path, dict[str, Path], dict]:
     from vlat.testing.base_model import ensure_base_model
-    from vlat.testing.synth_data import ensure_synth_dataset
+    from vlat.testing.synth_data import ensure_synth_dataset, write_deaf_copy
 
     timings = {}
     if base_model is None:
@@ -184,7 +205,11 @@ def ensure_fixtures(out: Path, plan: Plan, base_model: str | None) -> tuple[Path
     t0 = time.perf_counter()
     for name, cfg in datasets(plan).items():
         data[name] = out / "data" / name
-        ensure_synth_dataset(data[name], cfg)
+        remade = ensure_synth_dataset(data[name], cfg)
+        if name == "deaf_source" and (remade or not (out / "data" / "deaf").is_dir()):
+            shutil.rmtree(out / "data" / "deaf", ignore_errors=True)
+            write_deaf_copy(data[name], out / "data" / "deaf")  # the same questions, the audio only noise
+    data["deaf"] = out / "data" / "deaf"
     timings["datasets"] = round(time.perf_counter() - t0, 1)
     return base, data, timings
 
@@ -244,14 +269,34 @@ def table1(run: Runner, out: Path, plan: Plan, base: Path, eval_data: Path, tole
             )  # fmt: skip
             yarn[length] = accuracies(yarn_dir / "results.json", method="partial_yarn")[length]
         table["partial_yarn"] = yarn
+        preds = analysis.predictions(res.parent / "predictions.jsonl")
+        for length in chosen:
+            preds += analysis.predictions(out / "table1" / f"partial_yarn_{tag}_{length:g}min" / "predictions.jsonl")
         questions = {r["length_min"]: r["questions"] for r in json.loads(res.read_text())["results"]}
         result["anchors"][anchor] = {
             "window_min": window,
             "accuracy": {m: table[m] for m in TABLE1_METHODS},
             "partial_yarn_settings": chosen,
             "test_questions": questions,
+            "cells": analysis.cells(preds),
+            "paired_vs_vanilla": analysis.paired(preds, [(m, "vanilla") for m in TABLE1_METHODS[1:]]),
+            "by_kind": analysis.kinds(preds),
         }
+        result.setdefault("predictions", []).extend({**p, "method": f"{p['method']}@{window:g}"} for p in preds)
     return result
+
+
+def deaf_control(run: Runner, out: Path, base: Path, deaf: Path) -> dict:
+    """The base model on 30-s recordings whose audio is only their background noise: it must score at chance."""
+    res = out / "deaf" / "results.json"
+    run.run(
+        "deaf_control",
+        ["evaluate.py", "--model", str(base), "--data", str(deaf), "--methods", "vanilla", "--lengths", "0.5",
+         "--no-progress", "--output", str(res.parent)],
+        res,
+    )  # fmt: skip
+    (cell,) = json.loads(res.read_text())["results"]
+    return cell
 
 
 def table2(run: Runner, out: Path, plan: Plan, base: Path, data: dict[str, Path]) -> dict:
@@ -282,55 +327,29 @@ def table2(run: Runner, out: Path, plan: Plan, base: Path, data: dict[str, Path]
         out / "table2" / "comparison.json",
         inputs=text,
     )  # fmt: skip
-    return json.loads((out / "table2" / "comparison.json").read_text())
+    from vlat.evaluation.compare import run_predictions
+
+    result = json.loads((out / "table2" / "comparison.json").read_text())
+    runs = {
+        (s, seed): run_predictions(out / "table2" / "runs" / f"{s}_seed{seed}")
+        for s in plan.strategies
+        for seed in plan.seeds
+    }
+    tagged = analysis.tagged_runs(runs)
+    others = [s for s in plan.strategies if s not in ("vanilla", "default")]
+    result["partial_pi_vs_vanilla_inference"] = analysis.paired(tagged, [("partial_pi", "vanilla")])
+    result["strategies_vs_default"] = analysis.paired(tagged, [(s, "default") for s in others])
+    result["by_kind"] = analysis.kinds(tagged)
+    result["predictions"] = tagged
+    return result
 
 
-def markdown(summary: dict) -> str:
-    t1, plan = summary["table1"], summary["plan"]
-    lengths = plan["lengths"]
-    base = summary["base_model"]
-    lines = [
-        f"# Miniature ({summary['variant']}), {summary['date']}",
-        "",
-        f"Base model: {100 * base['accuracy_30s']:.1f}% on {base['questions']} held-out questions about 30-s clips.",
-        "",
-        "## Table 1: training-free extension (accuracy %, test split)",
-        "",
-        f"Observed window: {t1['observed_window_min']:g} min (vanilla on the validation split: "
-        + ", ".join(f"{k:g} min {100 * v:.1f}" for k, v in sorted(t1["validation_vanilla"].items()))
-        + f"; tolerance {100 * summary['observed_tolerance']:g} points).",
-    ]
-    for anchor, res in t1["anchors"].items():
-        lines += ["", f"### Stretching from {60 * res['window_min']:g} s ({anchor} window)", ""]
-        if "same_as" in res:
-            lines.append(f"The same as stretching from the {res['same_as']} window.")
-            continue
-        lines += ["| method | " + " | ".join(f"{x:g} min" for x in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
-        for m in TABLE1_METHODS:
-            row = res["accuracy"][m]
-            lines.append(f"| {m} | " + " | ".join(f"{100 * row[x]:.1f}" for x in lengths) + " |")
-        q = res["test_questions"]
-        lines += ["", "Test questions per length: " + ", ".join(f"{k:g} min {v}" for k, v in q.items()) + "."]
-        if res["partial_yarn_settings"]:
-            lines.append(
-                "Partial YaRN (cutoff_dim, temperature) chosen on the validation split: "
-                + "; ".join(
-                    f"{x:g} min ({s['cutoff_dim']}, {s['temperature']:g})"
-                    + (f", one of {s['tied_settings']} tied settings" if s["tied_settings"] > 1 else "")
-                    for x, s in res["partial_yarn_settings"].items()
-                )
-                + "; lengths within the window are not stretched (= vanilla)."
-            )
-    from vlat.evaluation.compare import comparison_table
-
-    lines += [
-        "",
-        "## Tables 2 and 6: LoRA fine-tuning on 1-minute clips (accuracy %, mean ± std over seeds)",
-        "",
-        comparison_table(summary["table2"]["aggregate"]),
-        "Stage timings (s): " + ", ".join(f"{k} {v:g}" for k, v in summary["timings"].items()) + ".",
-    ]
-    return "\n".join(lines) + "\n"
+def claims(plan: Plan, table1_preds: list[dict], table2_preds: list[dict]) -> list[dict]:
+    """The paper's claims, each with its paired interval and verdict (:mod:`miniature_analysis`)."""
+    longer = plan.extra_windows[0] if plan.extra_windows else None
+    t1 = analysis.table1_claims(list(plan.lengths), plan.lengths[0], longer)
+    t2 = analysis.table2_claims(list(plan.table2_lengths), list(plan.strategies), plan.train_minutes)
+    return analysis.check_claims(t1, table1_preds) + analysis.check_claims(t2, table2_preds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "--base-model", help="an existing base model (python -m vlat.testing base-model) instead of training one"
     )
     p.add_argument("--observed-tolerance", type=float, default=0.1, help="accuracy drop that ends the observed window")
+    p.add_argument("--docs", help="also write the docs page (docs/miniature.md) from this run's miniature.json")
     args = p.parse_args(argv)
     plan = TINY if args.tiny else FULL
     if args.base_model is not None and not (Path(args.base_model) / RECORD).is_file():
@@ -361,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         context = {"base_model": record["config"], "datasets": {k: asdict(v) for k, v in datasets(plan).items()}}
         run = Runner(out, context)
         t1 = table1(run, out, plan, base, data["eval"], args.observed_tolerance)
+        deaf = deaf_control(run, out, base, data["deaf"])
         t2 = table2(run, out, plan, base, data)
+        from vlat.testing.listeners import listen, summarize
+
+        listeners = summarize(listen(data["eval"], "test"))
     except (RuntimeError, OSError) as e:
         print(f"miniature.py: error: {e}", file=sys.stderr)
         return 1
@@ -376,18 +400,24 @@ def main(argv: list[str] | None = None) -> int:
         "base_model": {
             "path": str(base),
             "accuracy_30s": record["accuracy_30s"],
-            "questions": record.get("accuracy_30s_questions", plan.base.eval_recordings * 5),
+            "questions": record.get("accuracy_30s_questions", plan.base.eval_recordings * 2),
         },
         "commands": [s["command"] for s in run.stages],
         "timings": timings,
+        "listeners": listeners,
+        "deaf_control": deaf,
+        "claims": claims(plan, t1.pop("predictions"), t2.pop("predictions")),
         "table1": t1,
         "table2": t2,
     }
     write_json_atomic(out / "miniature.json", summary)
-    text = markdown(summary)
+    text = report.render(summary)
     write_text_atomic(out / "miniature.md", text)
     print(text)
     print(f"wrote {out}/miniature.json, miniature.md")
+    if args.docs:
+        write_text_atomic(Path(args.docs), report.docs_page(summary, text))
+        print(f"wrote {args.docs}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """examples/miniature.py: the paper's experiment in miniature. The --tiny variant runs end to end here; what is
-asserted is its outputs (files, table shapes, the base model hearing 30 s), not which method wins."""
+asserted is what its numbers mean: every cell holds the questions of its length and no other, a deaf control is at
+chance, the base model hears 30 s but not 2 minutes, the RoPE methods change positions, VLAT's factors reach them,
+and the claims' intervals are the paired ones recomputed from the predictions. Not which method wins."""
 
 import json
 import subprocess
@@ -13,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import miniature  # noqa: E402
+
+from vlat.testing.synth_data import QUESTIONS  # noqa: E402
+
+Q = len(QUESTIONS)  # questions per recording
 
 
 def test_observed_window_by_hand():
@@ -73,31 +79,88 @@ def tiny_miniature(quick_start, tmp_path_factory):
     return out, cmd
 
 
-def test_tiny_miniature_tables(tiny_miniature):
+def _preds(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_tiny_miniature_cells_hold_their_length(tiny_miniature):
     out, _ = tiny_miniature
     summary = json.loads((out / "miniature.json").read_text())
     plan = miniature.TINY
-    lengths = {str(m) for m in plan.lengths}  # minutes as JSON keys
-    # the base model hears 30 s: its own held-out figure, and the miniature's 30-s test bucket under vanilla
-    assert summary["base_model"]["accuracy_30s"] >= 0.9
     t1 = summary["table1"]
     original = t1["anchors"]["original"]
-    assert original["window_min"] == 0.5
-    assert original["test_questions"] == {k: 5 * plan.test_recordings for k in lengths}
-    assert original["accuracy"]["vanilla"]["0.5"] >= 0.7  # 20 questions about 30-s test recordings
+    assert original["window_min"] == 0.5 and t1["observed_window_min"] in plan.lengths
     for anchor in t1["anchors"].values():
         if "same_as" in anchor:
             continue
-        assert set(anchor["accuracy"]) == set(miniature.TABLE1_METHODS)
-        for method, row in anchor["accuracy"].items():
-            assert set(row) == lengths and all(0 <= v <= 1 for v in row.values()), method
-        swept = {float(k) for k in anchor["partial_yarn_settings"]}
-        assert swept == {m for m in plan.lengths if m > anchor["window_min"]}
+        cells = {(c["method"], c["length_min"]): c for c in anchor["cells"]}
+        stretched = {x for x in plan.lengths if x > anchor["window_min"]}
+        expected = {(m, x) for m in miniature.TABLE1_METHODS if m != "partial_yarn" for x in plan.lengths}
+        assert set(cells) == expected | {("partial_yarn", x) for x in stretched}
+        for (_method, length), c in cells.items():  # recordings x Q questions, all exactly of this length
+            assert (c["questions"], c["recordings"]) == (Q * plan.test_recordings, plan.test_recordings), c
+            assert c["duration_s_min"] == c["duration_s_max"] == 60 * length, c
+            assert c["ci95_low"] <= c["accuracy"] <= c["ci95_high"]
         for s in anchor["partial_yarn_settings"].values():
             assert s["cutoff_dim"] in plan.cutoffs and s["temperature"] in plan.temperatures
-    assert t1["observed_window_min"] in plan.lengths
-    assert set(t1["validation_vanilla"]) == lengths
+    for r in summary["table2"]["pooled"]:  # pooled over seeds: seeds x recordings x 5
+        assert r["questions"] == Q * plan.test_recordings * len(plan.seeds), r
+        assert r["duration_s_min"] == r["duration_s_max"] == 60 * r["length_min"]
+    listeners = summary["listeners"]
+    assert set(listeners) == {f"{x:g}" for x in plan.lengths}
+    for cell in listeners.values():
+        assert cell["whole"]["accuracy"] == 1.0 and cell["chance"]["accuracy"] == 0.25
+        assert cell["whole"]["questions"] == Q * plan.test_recordings
 
+
+def test_tiny_miniature_controls(tiny_miniature):
+    out, _ = tiny_miniature
+    summary = json.loads((out / "miniature.json").read_text())
+    base = summary["base_model"]["accuracy_30s"]
+    assert base >= 0.9  # the base model hears 30 s ...
+    deaf = summary["deaf_control"]  # ... and without the audio it is at chance
+    assert deaf["questions"] == Q * miniature.TINY.deaf_recordings
+    assert deaf["ci95_low"] <= 0.25 <= deaf["ci95_high"] and deaf["accuracy"] < 0.45, deaf
+    vanilla = {
+        c["length_min"]: c for c in summary["table1"]["anchors"]["original"]["cells"] if c["method"] == "vanilla"
+    }
+    longest = max(miniature.TINY.lengths)
+    assert vanilla[0.5]["accuracy"] >= 0.8  # the 30-s test recordings
+    assert vanilla[longest]["accuracy"] < base, vanilla[longest]  # 2 minutes is beyond what it learnt
+    # the RoPE methods change the positions: on long audio, predictions differ from vanilla's
+    preds = _preds(out / "table1" / "original_30s" / "predictions.jsonl")
+    by = {(p["method"], p["id"]): p["prediction"] for p in preds if p["length"] > 0.5}
+    for method in ("partial_pi", "whole_pi"):
+        assert any(by[method, i] != by["vanilla", i] for m, i in by if m == "vanilla"), method
+
+
+def test_tiny_miniature_claims_are_the_recomputed_paired_intervals(tiny_miniature):
+    from vlat.evaluation.stats import paired_difference
+
+    out, _ = tiny_miniature
+    summary = json.loads((out / "miniature.json").read_text())
+    claims = {c["name"]: c for c in summary["claims"]}
+    c = claims["Partial PI beats vanilla at 2 min"]
+    preds = _preds(out / "table1" / "original_30s" / "predictions.jsonl")
+    at = {(p["method"], p["id"]): p for p in preds if p["length"] == 2.0}
+    diff, sizes = {}, {}
+    for (method, qid), p in at.items():
+        if method == "partial_pi":
+            d = int(p["correct"]) - int(at["vanilla", qid]["correct"])
+            diff[p["recording"]] = diff.get(p["recording"], 0) + d
+            sizes[p["recording"]] = sizes.get(p["recording"], 0) + 1
+    iv = paired_difference(list(diff.values()), list(sizes.values()))
+    r = c["result"]
+    assert (r["difference"], r["ci95_low"], r["ci95_high"]) == pytest.approx((iv.estimate, iv.low, iv.high))
+    expected = "shown" if iv.low > 0 else "opposite shown" if iv.high < 0 else "not shown"
+    assert c["verdict"] == expected and r["questions"] == Q * miniature.TINY.test_recordings
+    assert any(n.startswith("VLAT (default) beats vanilla fine-tuning at 2 min") for n in claims)
+
+
+def test_tiny_miniature_files(tiny_miniature):
+    out, _ = tiny_miniature
+    summary = json.loads((out / "miniature.json").read_text())
+    plan = miniature.TINY
     agg = summary["table2"]["aggregate"]
     cells = {(a["strategy"], a["method"], a["length_min"]) for a in agg}
     assert cells == {(s, m, x) for s in plan.strategies for m in ("vanilla", "partial_pi") for x in plan.table2_lengths}
@@ -105,7 +168,8 @@ def test_tiny_miniature_tables(tiny_miniature):
     for name in ("miniature.md", "table2/comparison.md", "table2/accuracy_vs_length.png"):
         assert (out / name).stat().st_size > 0, name
     md = (out / "miniature.md").read_text()
-    assert "Table 1" in md and "Stretching from 30 s" in md and "default_per_sample" in md
+    for text in ("Table 1", "Stretching from 30 s", "default_per_sample", "Reference listeners", "Deaf control"):
+        assert text in md, text
     assert len(summary["commands"]) == len(list((out / "stages").glob("*.json")))
 
 
@@ -122,8 +186,12 @@ def test_tiny_miniature_per_sample_factors_reach_training(tiny_miniature):
 def test_tiny_miniature_resumes_without_redoing(tiny_miniature):
     out, cmd = tiny_miniature
     before = (out / "miniature.json").read_text()
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    docs = out.parent / "page.md"
+    res = subprocess.run([*cmd, "--docs", str(docs)], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
+    page = docs.read_text()  # the docs page, from this run's numbers
+    assert "What the miniature shows" in page and "python examples/miniature.py" in page
+    assert f"{100 * json.loads(before)['base_model']['accuracy_30s']:.1f}%" in page
     stages = len(list((out / "stages").glob("*.json")))
     assert res.stdout.count("done, reusing") == stages, res.stdout
     after = json.loads((out / "miniature.json").read_text())
