@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
+    for warning in evaluator.training_warnings:
+        print(f"evaluate.py: warning: {warning}", file=sys.stderr)
     preds, rows = evaluator.run(progress=not args.no_progress)
     skipped = evaluator.skipped
     if skipped:
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "left_out_by_duration_s": {f"{d:g}": n for d, n in sorted(evaluator.left_out.items())},
         "skipped": skipped,
         "memory_skipped": {f"{k:g}": v for k, v in evaluator.memory_skipped.items()},
+        "adapter_training": evaluator.adapter_training,  # each adapter's recorded training settings (None: unrecorded)
     }
     paired_rows, category_rows = paired(preds, evaluator.pairs), aggregate(preds, by_category=True)
     print(results_markdown(rows, paired_rows, category_rows), end="")  # first: the results survive a failed write

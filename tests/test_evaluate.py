@@ -57,6 +57,8 @@ def test_evaluate_writes_all_outputs(tmp_path, tiny_model_dir, synth_dir, adapte
         out,
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    # a plain PEFT adapter (no vlat record, as saved before records existed) still loads: its training is unrecorded
+    assert set(json.loads((out / "results.json").read_text())["adapter_training"].values()) == {None}
     results = json.loads((out / "results.json").read_text())["results"]
     assert {(r["method"], r["length_min"]) for r in results} == {
         (m, x) for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
@@ -198,7 +200,8 @@ def _same_shape_other_base_adapter(tmp_path, record: bool):
     out = tmp_path / "other-base-adapter"
     peft_model.save_pretrained(out)
     if record:
-        write_record(out, str(other_dir), peft_model)
+        training = {"rope_method": "partial_pi", "original_audio_seconds": 30.0, "audio_compression": "pool:2"}
+        write_record(out, str(other_dir), peft_model, training={**training, "vlat": None})
     return out
 
 
@@ -208,6 +211,14 @@ def test_an_adapter_of_another_base_model_runs_when_allowed(tmp_path, tiny_model
     res = evaluate(*args, "--allow-other-base", "--max-questions", "5", "--output", tmp_path / "out")
     assert res.returncode == 0, res.stderr[-2000:]
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 5
+    # its record says it was trained on pooled audio: shown in the results, and a warning for scoring it unpooled
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["adapter_training"] == {
+        "other-base-adapter": json.loads((path / "vlat_adapter.json").read_text())["training"]
+    }
+    assert doc["adapter_training"]["other-base-adapter"]["audio_compression"] == "pool:2"
+    warning = "warning: adapter other-base-adapter was trained with audio compression pool:2, evaluated here under none"
+    assert warning in res.stderr
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,16 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
         Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir)
     )
     assert ckpt["vlat_adapter"]["vlat_adapter.json"] == (adapter / "vlat_adapter.json").read_bytes()
+    # and how it was trained: the config's audio RoPE, window, compression and VLAT strategy
+    model_cfg = yaml.safe_load(config.read_text())["model"]
+    assert record["training"] == {
+        "rope_method": model_cfg["rope_method"],
+        "original_audio_seconds": model_cfg["original_audio_seconds"],
+        "cutoff_dim": 0,
+        "temperature": 1.0,
+        "audio_compression": model_cfg["audio_compression"],
+        "vlat": {"strategy": "default", "per_sample": False, "factors": 6},
+    }
 
 
 @pytest.mark.seam

@@ -3,9 +3,10 @@
 A LoRA adapter's shapes fit every base model of the same architecture and sizes, so loading it on another one works
 and scores plausibly. Every adapter vlat saves (``<name>-adapter/`` and the copy inside a ``.ckpt``) carries
 ``vlat_adapter.json``: the base model's name and a fingerprint of its weights (a hash of the first rows of its input
-embeddings, rounded to bf16 so that fp32 and bf16 loads agree). Before scoring, an adapter with a record is checked
-against the loaded model's fingerprint; one without (a plain PEFT adapter) by the ``base_model_name_or_path`` of its
-``adapter_config.json``, before the model loads.
+embeddings, rounded to bf16 so that fp32 and bf16 loads agree), and how it was trained (``training``: the audio RoPE
+method, original window, cutoff, temperature, audio compression and VLAT strategy). Before scoring, an adapter with
+a record is checked against the loaded model's fingerprint; one without (a plain PEFT adapter, or one saved before
+records existed) by the ``base_model_name_or_path`` of its ``adapter_config.json``, before the model loads.
 """
 
 from __future__ import annotations
@@ -27,10 +28,36 @@ def base_fingerprint(model) -> str:
     return hashlib.sha256(data + str(tuple(rows.shape)).encode()).hexdigest()[:16]
 
 
-def write_record(adapter_dir: str | Path, base_model: str, model) -> None:
-    """Record the base model beside a saved adapter."""
+def write_record(adapter_dir: str | Path, base_model: str, model, training: dict | None = None) -> None:
+    """Record the base model (and, when given, the training settings) beside a saved adapter."""
     record = {"base_model": str(base_model), "base_fingerprint": base_fingerprint(model)}
+    if training is not None:
+        record["training"] = training
     (Path(adapter_dir) / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+
+
+TRAINING_FIELDS = ("rope_method", "original_audio_seconds", "cutoff_dim", "temperature", "audio_compression")
+
+
+def training_settings(hparams, vlat_callback=None) -> dict:
+    """What an adapter was trained with: the model's audio settings, and VLAT's strategy (None: no VLAT)."""
+    settings = {k: hparams[k] for k in TRAINING_FIELDS if k in hparams}
+    settings["vlat"] = (
+        None
+        if vlat_callback is None
+        else {
+            "strategy": vlat_callback.strategy,
+            "per_sample": vlat_callback.per_sample,
+            "factors": len(vlat_callback.factors),
+        }
+    )
+    return settings
+
+
+def training_of(adapter_dir: str | Path) -> dict | None:
+    """The recorded training settings of an adapter; None for adapters saved without them."""
+    record = read_record(adapter_dir)
+    return None if record is None else record.get("training")
 
 
 def read_record(adapter_dir: str | Path) -> dict | None:

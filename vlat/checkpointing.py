@@ -27,7 +27,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vlat.adapter_record import write_record
+from vlat.adapter_record import training_settings, write_record
 from vlat.io import TMP_SUFFIX, check_output_dir, make_staging_dir, publish_dir, write_file_atomic
 
 log = logging.getLogger("vlat")
@@ -142,7 +142,9 @@ class AdapterCheckpoint(ModelCheckpoint):
             if staging is not None:
                 module = trainer.lightning_module
                 module.model.save_pretrained(staging)
-                write_record(staging, module.hparams.model_name_or_path, module.model)
+                vlat = next((c for c in trainer.callbacks if type(c).__name__ == "VirtualLongformCallback"), None)
+                training = training_settings(module.hparams, vlat)
+                write_record(staging, module.hparams.model_name_or_path, module.model, training)
                 self._adapter = {f.name: f.read_bytes() for f in sorted(staging.iterdir()) if f.is_file()}
             super()._save_checkpoint(trainer, filepath)  # the checkpoint (with the adapter's bytes) is the commit
             if staging is not None:

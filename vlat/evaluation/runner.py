@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vlat.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch
+from vlat.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
 from vlat.audio import featurize, load_audio, seconds_to_tokens
 from vlat.audio_tokens import time_layout
 from vlat.checkpointing import UnsafeCheckpointError, adapter_dir_for, adapter_files
@@ -247,6 +247,19 @@ def resolve_pairs(spec: EvalSpec, adapter_labels: list[str]) -> list[tuple[str, 
     return pairs
 
 
+def compression_mismatches(training: dict[str, dict | None], compressions: list[str]) -> list[str]:
+    """Warnings for adapters evaluated under an audio compression they were not trained with (from their records)."""
+    out = []
+    for label, settings in training.items():
+        if not settings or "audio_compression" not in settings:
+            continue
+        trained = str(AudioCompression.parse(settings["audio_compression"]))
+        for c in compressions:
+            if str(AudioCompression.parse(c)) != trained:
+                out.append(f"adapter {label} was trained with audio compression {trained}, evaluated here under {c}")
+    return out
+
+
 class Evaluator:
     def __init__(self, spec: EvalSpec):
         validate(spec)
@@ -255,6 +268,8 @@ class Evaluator:
         self.pairs = resolve_pairs(spec, [label for label, _ in self.adapters] or ["base"])
         for _, path in self.adapters:
             self._check_base(path, name_mismatch(path, spec.model))
+        self.adapter_training = {label: training_of(path) for label, path in self.adapters}  # None: not recorded
+        self.training_warnings = compression_mismatches(self.adapter_training, spec.compressions)
         self.source = open_source(spec)
         sspec = StreamSpec(spec.data, spec.split, lengths=spec.lengths, length_tolerance=spec.length_tolerance)
         self.buckets = sspec.buckets(self.source)
