@@ -391,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     timings.update({s["stage"]: s["seconds"] for s in run.stages})
     timings["total_this_invocation"] = round(time.perf_counter() - started, 1)
+    # the whole miniature's compute, also when this invocation reused finished stages: the base model's training
+    # (its record), the datasets and every stage as measured when it ran
+    timings["sum_of_stages"] = round(
+        record["train_seconds"] + timings["datasets"] + sum(s["seconds"] for s in run.stages), 1
+    )
     summary = {
         "variant": "tiny" if args.tiny else "full",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

@@ -31,8 +31,10 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def yodas2_dir(tmp_path_factory):
     """A local mirror in the published YODAS2-MCQA layout: 0.5/ and 1/ folders, 2 parquet shards per split, row
-    groups of 8 rows (a recording's five questions can straddle them), inline audio, no id/video/duration column."""
-    cfg = SynthConfig(durations=(30.0, 60.0), videos_per_duration=4, segments_per_video=1, seed=1, layout="yodas2")
+    groups of 3 rows (a recording's two questions can straddle them), inline audio, no id/video/duration column."""
+    cfg = SynthConfig(
+        durations=(30.0, 60.0), videos_per_duration=4, segments_per_video=1, seed=1, layout="yodas2", row_group_rows=3
+    )
     return write_synth_dataset(tmp_path_factory.mktemp("yodas2") / "mirror", cfg)
 
 

@@ -104,10 +104,10 @@ def test_mirror_lengths_pick_folders_and_units_come_from_footers(yodas2_dir):
     assert everything.folder_lengths == (0.5, 1.0)
     assert {u.folder_minutes for u in everything.units} == {0.5, 1.0}
     want = sum(pq.ParquetFile(p).metadata.num_rows for p in yodas2_dir.glob("*/train-*.parquet"))
-    assert everything.num_rows == want == 30  # 3 train recordings x 5 questions x 2 lengths
-    assert len(everything.units) > 4  # row groups of 8 rows: several units per shard
+    assert everything.num_rows == want == 12  # 3 train recordings x 2 questions x 2 lengths
+    assert len(everything.units) > 4  # row groups of 3 rows: several units per shard
     one = resolve(str(yodas2_dir), "train", [1.0])
-    assert {u.folder_minutes for u in one.units} == {1.0} and one.num_rows == 15
+    assert {u.folder_minutes for u in one.units} == {1.0} and one.num_rows == 6
 
 
 def test_hub_id_goes_through_the_same_reader(yodas2_dir, monkeypatch):

@@ -134,9 +134,7 @@ def _transcription(processor, enc, seq: list[str]) -> dict:
 
     tok = processor.tokenizer
     prefix, _ = mcqa_prompt_ids(processor, enc.tokens(), "x", ["x"] * 4)
-    ask = tok(
-        f"{TRANSCRIBE}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
-    ).input_ids
+    ask = tok(f"{TRANSCRIBE}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False).input_ids
     target = [*tok(" ".join(seq), add_special_tokens=False).input_ids, end_of_turn_id(tok)]
     ids = torch.tensor([*prefix, *ask, *target])
     labels = torch.tensor([IGNORE_INDEX] * (len(prefix) + len(ask)) + target)
