@@ -42,6 +42,7 @@ def encode_audio(
     feature_attention_mask: torch.Tensor,
     compression: AudioCompression | str | None = None,
     windows: int | None = None,
+    on_windows=None,
 ) -> AudioTokens:
     """Run ``audio_model``'s (a ``Qwen2AudioModel``) audio tower on ``windows`` windows at a time (None: all at
     once), compress each window's encoder output, project. Without compression the embeddings equal the stock
@@ -71,6 +72,8 @@ def encode_audio(
         win = torch.arange(lo, lo + len(feats), device=device)[:, None].expand_as(keep)
         projected = audio_model.multi_modal_projector(c.x)  # (W, M, hidden): as the stock forward, then selected
         parts.append((projected[keep], win[keep], c.centre[keep], c.stop[keep], lengths))
+        if on_windows is not None:  # on_windows(done, total): progress
+            on_windows(lo + len(feats), len(input_features))
     embeds, win, centre, stop, lengths = (torch.cat(t) for t in zip(*parts, strict=True))
     return AudioTokens(embeds, win, centre.float(), stop.float(), lengths, comp)
 

@@ -81,6 +81,31 @@ def validate_mcqa(question, options, answer, name: str) -> None:
 _QUESTION_SLOT = "\x00QUESTION\x00"
 
 
+def _chat_parts(processor, n_audio: int, before_question: str, system_prompt: str) -> tuple[list[int], str]:
+    """The chat template around one recording and one user text: the ids up to the question (chat header, the n audio
+    tokens, ``before_question``) and the text after it (the end of the user turn and the assistant header)."""
+    tok = processor.tokenizer
+    messages = [
+        {"role": "system", "content": system_prompt},
+        {
+            "role": "user",
+            "content": [{"type": "audio", "audio": "audio"}, {"type": "text", "text": before_question + _QUESTION_SLOT}],
+        },
+    ]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    before, sep, after = text.partition(processor.audio_token)
+    if not sep or processor.audio_token in after or after.count(_QUESTION_SLOT) != 1:
+        raise ValueError("chat template must render exactly one audio placeholder and one user text per recording")
+    head, tail = after.split(_QUESTION_SLOT)
+    audio_id = tok.convert_tokens_to_ids(processor.audio_token)
+    prefix = [
+        *tok(before, add_special_tokens=False).input_ids,
+        *([audio_id] * n_audio),
+        *tok(head, add_special_tokens=False).input_ids,
+    ]
+    return prefix, tail
+
+
 def mcqa_prompt_ids(
     processor,
     n_audio: int,
@@ -95,30 +120,18 @@ def mcqa_prompt_ids(
     Every question about one recording shares the prefix, so evaluation can encode it once and reuse its KV cache;
     :func:`build_mcqa_example` uses the same split, so both paths see identical tokens.
     """
-    tok = processor.tokenizer
-    messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {
-            "role": "user",
-            "content": [
-                {"type": "audio", "audio": "audio"},
-                {"type": "text", "text": f"{instruction}\n\n{_QUESTION_SLOT}"},
-            ],
-        },
-    ]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    before, sep, after = text.partition(processor.audio_token)
-    if not sep or processor.audio_token in after or after.count(_QUESTION_SLOT) != 1:
-        raise ValueError("chat template must render exactly one audio placeholder and one user text per recording")
-    head, tail = after.split(_QUESTION_SLOT)
-    audio_id = tok.convert_tokens_to_ids(processor.audio_token)
-    prefix = [
-        *tok(before, add_special_tokens=False).input_ids,
-        *([audio_id] * n_audio),
-        *tok(head, add_special_tokens=False).input_ids,
-    ]
-    suffix = tok(format_question(question, options) + tail + assistant_prefix, add_special_tokens=False).input_ids
-    return prefix, suffix
+    prefix, tail = _chat_parts(processor, n_audio, f"{instruction}\n\n", SYSTEM_PROMPT)
+    text = format_question(question, options) + tail + assistant_prefix
+    return prefix, processor.tokenizer(text, add_special_tokens=False).input_ids
+
+
+def chat_prompt_ids(
+    processor, n_audio: int, question: str, system_prompt: str = SYSTEM_PROMPT
+) -> tuple[list[int], list[int]]:
+    """A free-form question about one recording: the shared *prefix* (chat header and the n audio tokens) and the
+    question's *suffix* (the question and the assistant header), as the chat template renders them together."""
+    prefix, tail = _chat_parts(processor, n_audio, "", system_prompt)
+    return prefix, processor.tokenizer(question.strip() + tail, add_special_tokens=False).input_ids
 
 
 def build_mcqa_example(

@@ -18,7 +18,7 @@ turn on the same cache instead. Predictions equal those of evaluating each quest
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -74,14 +74,19 @@ def cache_elements(cache: Cache) -> int:
 
 @torch.no_grad()
 def encode_audio(
-    model, input_features: torch.Tensor, feature_attention_mask: torch.Tensor, windows: int = ENCODE_WINDOWS
+    model,
+    input_features: torch.Tensor,
+    feature_attention_mask: torch.Tensor,
+    windows: int = ENCODE_WINDOWS,
+    on_windows: Callable[[int, int], None] | None = None,
 ) -> AudioTokens:
     """The audio tokens of one recording under the model's compression setting (``current_compression``), in order.
 
-    The audio tower runs on ``windows`` 30-s windows at a time (its activations stay bounded at any length)."""
+    The audio tower runs on ``windows`` 30-s windows at a time (its activations stay bounded at any length);
+    ``on_windows(done, total)`` after each group."""
     audio_model = find_audio_model(model)
     return audio_tokens.encode_audio(
-        audio_model, input_features, feature_attention_mask, current_compression(model), windows
+        audio_model, input_features, feature_attention_mask, current_compression(model), windows, on_windows
     )
 
 
@@ -92,11 +97,17 @@ def packs_questions(model) -> bool:
 
 @torch.no_grad()
 def prefill(
-    model, prefix_ids: Sequence[int], audio: AudioTokens, capacity: int, chunk: int = DEFAULT_PREFILL_CHUNK
+    model,
+    prefix_ids: Sequence[int],
+    audio: AudioTokens,
+    capacity: int,
+    chunk: int = DEFAULT_PREFILL_CHUNK,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> Cache:
     """KV cache of the prompt prefix (no logits), filled ``chunk`` tokens at a time; room for ``capacity`` tokens.
 
-    ``audio``: :func:`encode_audio` of the recording (compressed audio is placed by time)."""
+    ``audio``: :func:`encode_audio` of the recording (compressed audio is placed by time). ``on_chunk(done, total)``
+    after every chunk (tokens), e.g. a progress bar."""
     audio_model = find_audio_model(model)
     device = audio.device
     ids = torch.tensor([list(prefix_ids)], device=device)
@@ -118,6 +129,8 @@ def prefill(
             use_cache=True,
             **with_cache(cache),
         )
+        if on_chunk is not None:
+            on_chunk(end, ids.shape[1])
     return cache
 
 
