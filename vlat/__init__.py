@@ -6,3 +6,14 @@ fine-tuning with virtual audio lengths.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["AskSettings", "LongAudioQA"]
+
+
+def __getattr__(name: str):
+    """``vlat.LongAudioQA`` / ``vlat.AskSettings`` (:mod:`vlat.qa`), imported on first use."""
+    if name in __all__:
+        from vlat import qa
+
+        return getattr(qa, name)
+    raise AttributeError(f"module 'vlat' has no attribute {name!r}")
