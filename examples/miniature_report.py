@@ -5,6 +5,7 @@ differences, per-kind accuracy, and the paper's claims with their verdicts."""
 from __future__ import annotations
 
 from vlat.evaluation.compare import comparison_table
+from vlat.testing.synth_data import QUESTIONS
 from vlat.evaluation.report import holds, markdown_table, paired_table, with_interval
 
 LISTENER_NAMES = {
@@ -189,7 +190,7 @@ def settings_table(plan: dict) -> str:
     """Fine-tuning settings as run here, against the paper's (§6 and Appendix C)."""
     rows = [
         ("base model", "tiny Qwen2-Audio trained here on clips of 20–30 s", "Qwen2-Audio-7B-Instruct"),
-        ("training clips", f"{plan['train_minutes']:g} min, {plan['train_recordings']} recordings × 5 questions",
+        ("training clips", f"{plan['train_minutes']:g} min, {plan['train_recordings']} recordings × {len(QUESTIONS)} questions",
          "2 min, the YODAS2-MCQA training set"),
         ("passes", f"{plan['steps']} steps of batch 4 (one pass)", "10 epochs (Table 2); 1 epoch (Table 3)"),
         ("learning rate", f"{plan['learning_rate']:g} (AdamW)", "5e-5 (AdamW)"),
