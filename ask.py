@@ -110,17 +110,26 @@ def main(argv: list[str] | None = None) -> int:
             streamer=streamer,
         )
 
-    for question in args.questions:
-        answer(question)
-    while args.interactive:
+    failed = False
+    for question in [*args.questions, *_typed(args.interactive)]:
+        try:
+            answer(question)
+        except ConfigError as e:  # e.g. a question too long for the room behind the recording: say so, go on
+            print(f"\nask.py: error: {e}", file=sys.stderr)
+            failed = True
+    return 2 if failed else 0
+
+
+def _typed(interactive: bool):
+    """Follow-up questions typed at the ``Q>`` prompt (an empty line or end of input ends)."""
+    while interactive:
         try:
             question = input("Q> ").strip()
         except EOFError:
-            break
+            return
         if not question:
-            break
-        answer(question)
-    return 0
+            return
+        yield question
 
 
 if __name__ == "__main__":

@@ -170,3 +170,11 @@ def test_command_line_streams_the_same_answers(tiny_model_dir, recording, qa):
     rec = qa.listen(recording, max_new_tokens=6)
     for q in QUESTIONS:
         assert f"Q: {q}\nA: {qa.ask(rec, q, max_new_tokens=6)}\n" in res.stdout, res.stdout
+
+
+def test_a_question_too_long_for_the_room_is_one_line(tiny_model_dir, recording, capsys, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    args = ["--model", tiny_model_dir, "--audio", recording, "word " * 1500, QUESTIONS[0], "--no-progress"]
+    rc, err = _main([*args, "--max-new-tokens", "4"], capsys, monkeypatch, loads=True)
+    lines = [x for x in err.splitlines() if x.startswith("ask.py: error: ")]
+    assert rc == 2 and len(lines) == 1 and "exceed the room reserved behind the recording" in lines[0], err
