@@ -188,7 +188,7 @@ def test_lengths_filter_and_holdout_split(synth_dir, yodas2_dir, processor):
         for v in b.get("video_id", [])
     }
     assert keep and held and not keep & held
-    # without video ids the held-out split is by recording: a recording's five questions stay together
+    # without video ids the held-out split is by recording: a recording's questions stay together
     sides = [
         Counter(
             r
@@ -198,7 +198,7 @@ def test_lengths_filter_and_holdout_split(synth_dir, yodas2_dir, processor):
         for side in ("keep", "holdout")
     ]
     assert sides[0] and sides[1] and not set(sides[0]) & set(sides[1])
-    assert all(n == 5 for side in sides for n in side.values())
+    assert all(n == len(QUESTIONS) for side in sides for n in side.values())
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["training", "validation"])
