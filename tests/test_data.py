@@ -144,7 +144,8 @@ def test_recording_ids_group_a_recordings_questions(yodas2_dir):
     src = resolve(str(yodas2_dir), "test")
     recs = [normalize(r, ColumnMapping(), None) for u in src.units for r in read_rows(src, u)]
     by_recording = Counter(r.recording_id for r in recs)
-    assert len(recs) == 10 and sorted(by_recording.values()) == [5, 5]  # 2 test recordings, five questions each
+    q = len(QUESTIONS)
+    assert len(recs) == 2 * q and sorted(by_recording.values()) == [q, q]  # 2 test recordings, their questions
     assert all(r.video_id == r.recording_id for r in recs)  # no video column: the split is recording-level
 
 
