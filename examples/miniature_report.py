@@ -5,8 +5,8 @@ differences, per-kind accuracy, and the paper's claims with their verdicts."""
 from __future__ import annotations
 
 from vlat.evaluation.compare import comparison_table
-from vlat.testing.synth_data import QUESTIONS
 from vlat.evaluation.report import holds, markdown_table, paired_table, with_interval
+from vlat.testing.synth_data import QUESTIONS
 
 LISTENER_NAMES = {
     "chance": "chance (a uniform guess)",

@@ -89,7 +89,10 @@ def _chat_parts(processor, n_audio: int, before_question: str, system_prompt: st
         {"role": "system", "content": system_prompt},
         {
             "role": "user",
-            "content": [{"type": "audio", "audio": "audio"}, {"type": "text", "text": before_question + _QUESTION_SLOT}],
+            "content": [
+                {"type": "audio", "audio": "audio"},
+                {"type": "text", "text": before_question + _QUESTION_SLOT},
+            ],
         },
     ]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
