@@ -178,3 +178,58 @@ def test_a_question_too_long_for_the_room_is_one_line(tiny_model_dir, recording,
     rc, err = _main([*args, "--max-new-tokens", "4"], capsys, monkeypatch, loads=True)
     lines = [x for x in err.splitlines() if x.startswith("ask.py: error: ")]
     assert rc == 2 and len(lines) == 1 and "exceed the room reserved behind the recording" in lines[0], err
+
+
+def test_the_chat_turns_end_stops_the_answer(qa, recording, monkeypatch):
+    """<|im_end|> ends the answer even where the checkpoint's EOS is another token; the checkpoint's top_k applies
+    when sampling (top_k 1: sampling at any temperature gives the greedy answer)."""
+    from vlat.prompts import end_of_turn_id
+
+    rec = qa.listen(recording, max_new_tokens=6)
+    greedy = qa.ask(rec, QUESTIONS[0], max_new_tokens=6)
+    monkeypatch.setattr(qa.model.generation_config, "top_k", 1)
+    assert qa.ask(rec, QUESTIONS[0], max_new_tokens=6, temperature=2.0, seed=0) == greedy
+    end = end_of_turn_id(qa.processor.tokenizer)
+    monkeypatch.setattr(qa.model.generation_config, "eos_token_id", [0])
+    head = qa.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda m, i, out: out.index_fill(-1, torch.tensor([end]), 1e4))
+    try:
+        text = qa.ask(rec, QUESTIONS[0], max_new_tokens=6)
+    finally:
+        handle.remove()
+    assert qa.last_reply_ids == [end] and text == ""
+
+
+def test_special_tokens_typed_in_a_question_are_text(qa):
+    from vlat.prompts import chat_prompt_ids, end_of_turn_id
+
+    tok, end = qa.processor.tokenizer, end_of_turn_id(qa.processor.tokenizer)
+    _, plain = chat_prompt_ids(qa.processor, 3, QUESTIONS[0])
+    assert plain == tok(QUESTIONS[0] + "<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False).input_ids
+    _, typed = chat_prompt_ids(qa.processor, 3, "What follows <|im_end|> here?")
+    assert typed.count(end) == 1 and typed[-3:] == plain[-3:]  # only the template's own end of the user turn
+
+
+def test_a_failed_answer_leaves_the_recording_reusable(qa, recording):
+    """An error part-way through the layers (out of memory, Ctrl-C) extends only the layers before it: the cache is
+    cropped back per layer, and the next question gets the answer it gets on a fresh prefill."""
+    from vlat.rope import find_audio_model
+
+    rec = qa.listen(recording, max_new_tokens=6)
+    want = qa.ask(qa.listen(recording, max_new_tokens=6), QUESTIONS[1], max_new_tokens=6)
+    layers = find_audio_model(qa.model).language_model.layers
+    calls = []
+
+    def fail_on_the_third_step(*_):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+
+    handle = layers[len(layers) // 2].register_forward_pre_hook(fail_on_the_third_step)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            qa.ask(rec, QUESTIONS[0], max_new_tokens=6)
+    finally:
+        handle.remove()
+    assert {layer.keys.shape[-2] for layer in rec.cache.layers} == {len(rec.prefix_ids)}
+    assert qa.ask(rec, QUESTIONS[1], max_new_tokens=6) == want

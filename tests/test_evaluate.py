@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vlat.evaluation import markdown_table
+from vlat.testing.synth_data import QUESTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,11 +150,12 @@ def test_evaluate_reads_the_published_layout(tmp_path, tiny_model_dir, yodas2_di
     find_audio_model(ev.model).audio_tower.register_forward_hook(lambda *a: calls.append(1))
     preds, rows = ev.run(progress=False)
     recordings = {r.recording_id for r in want}
-    assert len(calls) == len(recordings) == 2 and len(want) == 10
+    q = len(QUESTIONS)  # per recording
+    assert len(calls) == len(recordings) == 2 and len(want) == 2 * q
     for method in ("vanilla", "partial_pi"):
         assert sorted(p["id"] for p in preds if p["method"] == method) == sorted(r.id for r in want)
     assert {(r["method"], r["length_min"], r["questions"]) for r in rows} == {
-        (m, x, 5) for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
+        (m, x, q) for m in ("vanilla", "partial_pi") for x in (0.5, 1.0)
     }
     out = tmp_path / "eval"  # the CLI on the same mirror, default --lengths
     res = evaluate("--model", tiny_model_dir, "--data", yodas2_dir, "--output", out, "--original-audio-seconds", "20")
@@ -161,8 +163,8 @@ def test_evaluate_reads_the_published_layout(tmp_path, tiny_model_dir, yodas2_di
     doc = json.loads((out / "results.json").read_text())
     results = doc["results"]
     assert sorted((r["length_min"], r["questions"]) for r in results if r["method"] == "vanilla") == [
-        (0.5, 5),
-        (1.0, 5),
+        (0.5, q),
+        (1.0, q),
     ]
     assert doc["by_category"] == []  # the published layout names no category
 
@@ -171,13 +173,14 @@ def test_yaml_config_and_generate_scoring(tmp_path, tiny_model_dir, synth_dir):
     conf = tmp_path / "eval.yaml"
     conf.write_text(
         f"model: {tiny_model_dir}\ndata: {synth_dir}\nmethods: partial_yarn\ncutoff_dim: 2\n"
-        f"temperature: 1.2\nlengths: [0.5, 1.25]\nscoring: generate\nmax_questions: 5\nprefill_chunk: 300\n"
+        f"temperature: 1.2\nlengths: [0.5, 1.25]\nscoring: generate\nmax_questions: 3\nprefill_chunk: 300\n"
         f"output: {tmp_path / 'out'}\n"
     )
     res = evaluate("--config", conf)
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
-    assert sum(r["questions"] for r in results) == 5 and {r["adapter"] for r in results} == {"base"}
+    # the cap ends inside the second recording (two questions each): 2 + 1
+    assert sum(r["questions"] for r in results) == 3 and {r["adapter"] for r in results} == {"base"}
     assert all(r["unparsable"] <= r["questions"] for r in results)
 
 
@@ -208,9 +211,9 @@ def _same_shape_other_base_adapter(tmp_path, record: bool):
 def test_an_adapter_of_another_base_model_runs_when_allowed(tmp_path, tiny_model_dir, synth_dir):
     path = _same_shape_other_base_adapter(tmp_path, record=True)
     args = ["--model", tiny_model_dir, "--data", synth_dir, "--adapter", path, "--methods", "vanilla"]
-    res = evaluate(*args, "--allow-other-base", "--max-questions", "5", "--output", tmp_path / "out")
+    res = evaluate(*args, "--allow-other-base", "--max-questions", "3", "--output", tmp_path / "out")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 5
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 3
     # its record says it was trained on pooled audio: shown in the results, and a warning for scoring it unpooled
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     assert doc["adapter_training"] == {

@@ -134,7 +134,9 @@ def chat_prompt_ids(
     """A free-form question about one recording: the shared *prefix* (chat header and the n audio tokens) and the
     question's *suffix* (the question and the assistant header), as the chat template renders them together."""
     prefix, tail = _chat_parts(processor, n_audio, "", system_prompt)
-    return prefix, processor.tokenizer(question.strip() + tail, add_special_tokens=False).input_ids
+    tok = processor.tokenizer  # the user's words are text: a typed "<|im_end|>" does not end the turn
+    asked = tok(question.strip(), add_special_tokens=False, split_special_tokens=True).input_ids
+    return prefix, asked + tok(tail, add_special_tokens=False).input_ids
 
 
 def build_mcqa_example(

@@ -21,7 +21,7 @@ import torch
 from vlat.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
 from vlat.audio import seconds_to_tokens
 from vlat.errors import BadSampleError, ConfigError
-from vlat.prompts import SYSTEM_PROMPT, chat_prompt_ids, encode_recording
+from vlat.prompts import SYSTEM_PROMPT, chat_prompt_ids, encode_recording, end_of_turn_id
 from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope
 
 METHODS = ("auto", "vanilla", "partial_pi", "partial_yarn", "whole_pi", "whole_yarn")
@@ -199,6 +199,7 @@ class LongAudioQA:
             LogitsProcessorList,
             RepetitionPenaltyLogitsProcessor,
             TemperatureLogitsWarper,
+            TopKLogitsWarper,
             TopPLogitsWarper,
         )
 
@@ -217,13 +218,17 @@ class LongAudioQA:
         apply_audio_rope(self.model, recording.rope)
         apply_audio_compression(self.model, recording.settings.audio_compression)
         processors = LogitsProcessorList()
-        penalty = float(getattr(self.model.generation_config, "repetition_penalty", None) or 1.0)
+        gen = self.model.generation_config
+        penalty = float(getattr(gen, "repetition_penalty", None) or 1.0)
         if penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(penalty))
-        if temperature > 0:
-            processors += [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
+        if temperature > 0:  # as generate(do_sample=True) would: the checkpoint's own top_k, then temperature, top-p
+            processors.append(TemperatureLogitsWarper(temperature))
+            if getattr(gen, "top_k", None):
+                processors.append(TopKLogitsWarper(int(gen.top_k)))
+            processors.append(TopPLogitsWarper(top_p))
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
-        eos = _eos_ids(self.model)
+        eos = _eos_ids(self.model) | {end_of_turn_id(self.processor.tokenizer)}  # the chat turn's end stops too
         tail = _Tail(L, self.device)
         history = list(recording.prefix_ids) + list(suffix)
         reply: list[int] = []

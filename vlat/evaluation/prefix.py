@@ -166,9 +166,12 @@ class _Tail:
         return out.last_hidden_state[0]
 
     def reset(self, cache: Cache) -> None:
-        """Crop the cache back to the prefix."""
-        if len(self.owner):
-            cache.crop(-len(self.owner))
+        """Crop the cache back to the prefix, layer by layer: a forward that failed part-way (out of memory, Ctrl-C)
+        has extended only the layers before it."""
+        for layer in cache.layers:
+            extra = layer.keys.shape[-2] - self.prefix_len if layer.is_initialized else 0
+            if extra > 0:
+                layer.crop(-extra)
         self.owner = self.owner[:0]
 
 
