@@ -24,7 +24,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
-    cfg = SynthConfig(durations=(30.0, 75.0), videos_per_duration=4, segments_per_video=1, seed=0)
+    cfg = SynthConfig(durations=(30.0, 75.0), videos_per_duration=10, segments_per_video=1, seed=0)
     return write_synth_dataset(tmp_path_factory.mktemp("synth") / "data", cfg)
 
 
