@@ -1,6 +1,7 @@
 """Integrity: interrupted and failed checkpoint saves, resume from the newest complete state, the adapter saved with
 a checkpoint, unwritable places found before the model loads."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -646,7 +647,9 @@ def test_compare_checks_methods_and_output_before_training(tmp_path, tiny_model_
 def test_evaluate_warns_about_length_buckets_that_received_no_question(tmp_path, tiny_model_dir, synth_dir):
     common = ["--model", tiny_model_dir, "--data", synth_dir, "--output", tmp_path / "out"]
     res = _evaluate(*common, "--lengths", "0.5,5")  # the data's recordings last 30 s and 75 s
-    n = len(QUESTIONS)  # the test split holds one 75-s recording
+    rows = [json.loads(x) for x in (Path(synth_dir) / "test.jsonl").read_text().splitlines()]
+    n = sum(r["duration"] == 75.0 for r in rows)  # the test split's questions about 75-s recordings
+    assert n == 2 * len(QUESTIONS)  # two recordings
     assert res.returncode == 0, res.stderr[-2000:]
     warnings = [line for line in res.stderr.splitlines() if line.startswith("evaluate.py: warning:")]
     assert warnings == [
