@@ -220,9 +220,8 @@ def test_resume_under_another_worker_count_refuses_or_starts_the_next_pass(tmp_p
     extra = ("--data.num_workers", "1", "--data.restart_pass", "true", "--trainer.max_steps", "11")
     train(restarted, *extra, "--ckpt_path", "last")
     seen = _recorded(ids)
-    assert (
-        set(seen["train_pass"]) == {1} and len(seen["train"]) == 32 and len(set(seen["train"])) == 32
-    )  # the fixture's 32
+    # the fixture's 32 training questions, each once
+    assert set(seen["train_pass"]) == {1} and len(seen["train"]) == 32 and len(set(seen["train"])) == 32
 
 
 def test_non_finite_loss_stops_with_clear_error(tmp_path, tiny_model_dir, synth_dir):

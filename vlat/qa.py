@@ -203,7 +203,7 @@ class LongAudioQA:
             TopPLogitsWarper,
         )
 
-        from vlat.evaluation.prefix import _eos_ids, _Tail
+        from vlat.evaluation.prefix import _eos_ids, _repetition_penalty, _Tail
 
         check_generation(question, max_new_tokens, temperature, top_p)
         if not isinstance(recording, Recording):
@@ -219,10 +219,10 @@ class LongAudioQA:
         apply_audio_compression(self.model, recording.settings.audio_compression)
         processors = LogitsProcessorList()
         gen = self.model.generation_config
-        penalty = float(getattr(gen, "repetition_penalty", None) or 1.0)
+        penalty = _repetition_penalty(self.model)
         if penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(penalty))
-        if temperature > 0:  # as generate(do_sample=True) would: the checkpoint's own top_k, then temperature, top-p
+        if temperature > 0:  # as generate(do_sample=True) would: temperature, the checkpoint's top_k, top-p
             processors.append(TemperatureLogitsWarper(temperature))
             if getattr(gen, "top_k", None):
                 processors.append(TopKLogitsWarper(int(gen.top_k)))
