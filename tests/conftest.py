@@ -70,7 +70,8 @@ def processor(tiny_model_dir):
 @pytest.fixture(scope="session")
 def quick_start(tmp_path_factory):
     """The README's quick start, run as written in a fresh directory: ``python -m vlat.testing smoke .smoke`` (the
-    base model is trained here, a few minutes) then ``python train.py --config configs/smoke.yaml``."""
+    base model is trained here, about 8 minutes on 2 cores) then ``python train.py --config configs/smoke.yaml``.
+    Its tests, and the miniature's built on it, are marked ``slow``: CI runs them as a step of their own."""
     import subprocess
     import sys
     from pathlib import Path

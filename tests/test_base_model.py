@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from test_train import scalars
 
@@ -25,6 +26,7 @@ def _run_script(cwd: Path, script: str, *args: str) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_base_model_hears_30_s(quick_start):
     record = json.loads((quick_start / ".smoke" / "base-model" / RECORD).read_text())
     assert record["accuracy_30s"] >= 0.9, record  # 200 held-out questions about fresh 30-s clips
@@ -32,6 +34,7 @@ def test_base_model_hears_30_s(quick_start):
     assert record["config"]["clip_seconds"] and max(record["config"]["clip_seconds"]) <= 30.0
 
 
+@pytest.mark.slow
 def test_quick_start_learns_and_inference_methods_differ(quick_start, tmp_path):
     # the smoke run (VLAT on 0.5-2 min clips from the base model) validates clearly above chance (4 options)
     run = quick_start / "runs" / "smoke"
@@ -86,6 +89,7 @@ def test_cli_bad_input_is_one_line_before_training(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_quick_start_sweep_cells_differ(quick_start, tmp_path):
     # a Partial YaRN grid over the smoke adapter at 2 minutes: the settings change the answers (not one flat value)
     out = tmp_path / "sweep"
@@ -110,6 +114,7 @@ def test_quick_start_sweep_cells_differ(quick_start, tmp_path):
     assert len({a for row in grid["accuracy"] for a in row}) > 1, grid["accuracy"]
 
 
+@pytest.mark.slow
 def test_the_quick_start_checkpoint_resumes_past_its_first_data_pass(quick_start, tmp_path):
     """`--ckpt_path last` on the quick start's own run (step 60, a pass is about 34 steps): it goes on from the
     pass it was in instead of closing an empty pass 0."""

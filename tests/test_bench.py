@@ -59,6 +59,7 @@ def test_bench_script_tiny(tmp_path, script, keys):
     assert not any(run.get("oom") for run in record.get("runs", []))
 
 
+@pytest.mark.slow
 def test_gpu_suite_tiny_runs_every_step(tmp_path):
     """The GPU suite at tiny scale on CPU: every step runs its script (rope_overhead, eval_throughput, compression,
     the model checkpoint, train_loop three times through train.py), and the summary holds each one's figures."""

@@ -83,6 +83,7 @@ def _preds(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_tiny_miniature_cells_hold_their_length(tiny_miniature):
     out, _ = tiny_miniature
     summary = json.loads((out / "miniature.json").read_text())
@@ -113,6 +114,7 @@ def test_tiny_miniature_cells_hold_their_length(tiny_miniature):
         assert cell["whole"]["questions"] == Q * plan.test_recordings
 
 
+@pytest.mark.slow
 def test_tiny_miniature_controls(tiny_miniature):
     out, _ = tiny_miniature
     summary = json.loads((out / "miniature.json").read_text())
@@ -134,6 +136,7 @@ def test_tiny_miniature_controls(tiny_miniature):
         assert any(by[method, i] != by["vanilla", i] for m, i in by if m == "vanilla"), method
 
 
+@pytest.mark.slow
 def test_tiny_miniature_claims_are_the_recomputed_paired_intervals(tiny_miniature):
     from vlat.evaluation.stats import paired_difference
 
@@ -157,6 +160,7 @@ def test_tiny_miniature_claims_are_the_recomputed_paired_intervals(tiny_miniatur
     assert any(n.startswith("VLAT (default) beats vanilla fine-tuning at 2 min") for n in claims)
 
 
+@pytest.mark.slow
 def test_tiny_miniature_files(tiny_miniature):
     out, _ = tiny_miniature
     summary = json.loads((out / "miniature.json").read_text())
@@ -173,6 +177,7 @@ def test_tiny_miniature_files(tiny_miniature):
     assert len(summary["commands"]) == len(list((out / "stages").glob("*.json")))
 
 
+@pytest.mark.slow
 def test_tiny_miniature_per_sample_factors_reach_training(tiny_miniature):
     out, _ = tiny_miniature
     runs = out / "table2" / "runs"
@@ -183,6 +188,7 @@ def test_tiny_miniature_per_sample_factors_reach_training(tiny_miniature):
     assert any(v not in factors for v in per_sample.values())  # the mean of 4 samples' own factors
 
 
+@pytest.mark.slow
 def test_tiny_miniature_resumes_without_redoing(tiny_miniature):
     out, cmd = tiny_miniature
     before = (out / "miniature.json").read_text()
