@@ -44,11 +44,12 @@ def encode_audio(
     windows: int | None = None,
     on_windows=None,
 ) -> AudioTokens:
-    """Run ``audio_model``'s (a ``Qwen2AudioModel``) audio tower on ``windows`` windows at a time (None: all at
-    once), compress each window's encoder output, project. Without compression the embeddings equal the stock
-    forward's."""
-    from transformers.masking_utils import create_bidirectional_mask
+    """Run ``audio_model``'s (a family's inner model, :mod:`vlat.models`) audio tower on ``windows`` windows at a
+    time (None: all at once), compress each window's encoder output, project. Without compression the embeddings
+    equal the stock forward's."""
+    from vlat.models import family_of_model
 
+    family = family_of_model(audio_model)
     comp = AudioCompression.parse(compression)
     tower = audio_model.audio_tower
     device, dtype = tower.conv1.weight.device, tower.conv1.weight.dtype
@@ -58,15 +59,7 @@ def encode_audio(
         feats = input_features[lo : lo + step].to(device, dtype)
         fmask = feature_attention_mask[lo : lo + step].to(device)
         lengths = audio_tokens_for_frames(fmask.sum(-1)).to(device)  # (W,)
-        conv_len = (fmask.sum(-1) - 1) // 2 + 1  # frames after the first conv, as the encoder masks them
-        frames = feats.shape[-1] // 2
-        mask2d = (torch.arange(frames, device=device)[None] < conv_len[:, None]).long()
-        attn = create_bidirectional_mask(
-            config=tower.config,
-            inputs_embeds=torch.zeros(len(feats), frames, 1, dtype=dtype, device=device),
-            attention_mask=mask2d,
-        )
-        hidden = tower(feats, attention_mask=attn).last_hidden_state  # (W, 750, d_model)
+        hidden = family.run_tower(audio_model, feats, fmask)  # (W, 750, d_model)
         c = compress(hidden, lengths, comp)
         keep = torch.arange(c.x.shape[1], device=device)[None] < c.counts[:, None]
         win = torch.arange(lo, lo + len(feats), device=device)[:, None].expand_as(keep)

@@ -154,7 +154,7 @@ class VLATModule(L.LightningModule):
             apply_fused_kernels(find_audio_model(self.model).language_model)
             rank_zero_info("[vlat] fused kernels (Liger) on the language model: RMSNorm, SwiGLU, rotary")
         self.model.train()  # LoRA dropout active; the frozen audio tower has no dropout (rate 0)
-        self.audio_token_id = model.config.audio_token_index
+        self.audio_token_id = find_audio_model(model).config.audio_token_id
         self.max_positions = model.config.text_config.max_position_embeddings
         self.option_ids = option_token_ids(self.processor.tokenizer)
 

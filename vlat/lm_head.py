@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from vlat.collate import model_inputs
+from vlat.models import find_audio_model, forward_kwargs
 from vlat.prompts import IGNORE_INDEX
-from vlat.rope import find_audio_model
 
 
 def backbone(model, **inputs):
-    """The inner ``Qwen2AudioModel``'s output (``last_hidden_state`` and the KV cache): no LM head."""
-    return find_audio_model(model)(**inputs)
+    """The family's inner model's output (``last_hidden_state`` and the KV cache): no LM head."""
+    return find_audio_model(model)(**forward_kwargs(model, inputs))
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:

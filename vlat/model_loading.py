@@ -1,4 +1,5 @@
-"""Loading Qwen2-Audio (hub id or local directory) and wrapping its language model with LoRA."""
+"""Loading a model of a supported family (hub id or local directory; :mod:`vlat.models`) and wrapping its language
+model with LoRA."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 import torch
 
 from vlat.errors import ConfigError
+from vlat.models import family_of_checkpoint
 
 LoraTargets = Literal["q", "qkvo"]
 LORA_TARGET_REGEX = {
@@ -27,6 +29,7 @@ def check_model_source(name_or_path: str, field: str = "model_name_or_path") -> 
     if p.exists():
         if not (p / "config.json").is_file():
             raise ConfigError(f"{field} {name_or_path}: not a model directory (no config.json)")
+        family_of_checkpoint(name_or_path, field)  # an unsupported model_type: one line, before anything loads
     elif not is_hub_id(name_or_path):
         raise ConfigError(f"{field} {name_or_path}: no such directory (and not a hub id)")
 
@@ -58,9 +61,8 @@ def resolve_attn(attn_implementation: str) -> str:
 
 
 def load_model(name_or_path: str, dtype: str = "auto", attn_implementation: str = "auto"):
-    from transformers import Qwen2AudioForConditionalGeneration
-
-    return Qwen2AudioForConditionalGeneration.from_pretrained(
+    cls = family_of_checkpoint(name_or_path).load_class()
+    return cls.from_pretrained(
         name_or_path, dtype=resolve_dtype(dtype), attn_implementation=resolve_attn(attn_implementation)
     )
 

@@ -21,11 +21,11 @@ import torch
 from vlat.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
 from vlat.audio import seconds_to_tokens
 from vlat.errors import BadSampleError, ConfigError
+from vlat.models import family_of_model
 from vlat.prompts import SYSTEM_PROMPT, chat_prompt_ids, encode_recording, end_of_turn_id
 from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope
 
 METHODS = ("auto", "vanilla", "partial_pi", "partial_yarn", "whole_pi", "whole_yarn")
-NATIVE_SECONDS = 30.0  # Qwen2-Audio's window (750 audio tokens)
 QUESTION_TOKENS = 1024  # KV-cache room reserved behind the prefix for a question, beside its answer
 
 
@@ -34,7 +34,7 @@ class AskSettings:
     """How a recording is heard: the audio RoPE extension and compression (None: from the adapter, else defaults)."""
 
     rope_method: str = "auto"  # auto: partial_pi beyond the native window, vanilla within it (no adapter record)
-    original_audio_seconds: float | None = None  # None: the adapter's, else 30 s
+    original_audio_seconds: float | None = None  # None: the adapter's, else the family's native window
     cutoff_dim: int | None = None
     temperature: float | None = None  # attention temperature of Partial YaRN (not the sampling temperature)
     audio_compression: str | None = None
@@ -50,14 +50,17 @@ class AskSettings:
             raise ConfigError(f"temperature: {self.temperature} is not positive")
 
 
-def resolve_settings(given: AskSettings, recorded: dict | None, seconds: float) -> tuple[AskSettings, str]:
-    """The settings for a recording of ``seconds``: what was given, else the adapter's record, else the defaults;
-    and a sentence saying what was chosen and why."""
+def resolve_settings(
+    given: AskSettings, recorded: dict | None, seconds: float, native_seconds: float = 30.0
+) -> tuple[AskSettings, str]:
+    """The settings for a recording of ``seconds``: what was given, else the adapter's record, else the defaults
+    (the window: the model family's ``native_seconds``, 30 s on Qwen2-Audio); and a sentence saying what was chosen
+    and why."""
     recorded = recorded or {}
     pick = lambda name, default: next(  # noqa: E731
         v for v in (getattr(given, name), recorded.get(name), default) if v is not None
     )
-    window = float(pick("original_audio_seconds", NATIVE_SECONDS))
+    window = float(pick("original_audio_seconds", native_seconds))
     method = given.rope_method
     if method == "auto":
         if recorded.get("rope_method"):
@@ -138,6 +141,7 @@ class LongAudioQA:
             base = PeftModel.from_pretrained(base, adapter)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = base.to(self.device).eval()
+        self.family = family_of_model(self.model)
         self.prefills = 0  # prefixes prefilled so far (one per recording)
 
     # -- the recording ---------------------------------------------------------------------------------------------
@@ -158,7 +162,7 @@ class LongAudioQA:
             bar.update(1)
         seconds = float(enc.feature_mask.sum()) * self.processor.feature_extractor.hop_length
         seconds /= self.processor.feature_extractor.sampling_rate
-        settings, chose = resolve_settings(self.settings, self.recorded, seconds)
+        settings, chose = resolve_settings(self.settings, self.recorded, seconds, self.family.native_seconds)
         rope = AudioRopeConfig(
             settings.rope_method,
             original_audio_tokens=seconds_to_tokens(settings.original_audio_seconds, self.processor.feature_extractor),

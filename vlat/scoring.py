@@ -15,6 +15,7 @@ import torch
 
 from vlat.collate import model_inputs
 from vlat.lm_head import backbone, logits_at
+from vlat.models import forward_kwargs
 from vlat.prompts import N_OPTIONS
 
 _PATTERNS = [re.compile(r"\((\d)\)"), re.compile(r"(\d)\)"), re.compile(r"(\d)\.")]
@@ -62,6 +63,7 @@ def predict_logits(model, batch: dict, option_ids: list[int]) -> list[Prediction
 def predict_generate(model, tokenizer, batch: dict, max_new_tokens: int = 24, **generate_kwargs) -> list[Prediction]:
     """Greedy replies for a left-padded batch, parsed into option indices."""
     inputs = {k: v for k, v in model_inputs(batch).items() if k != "labels"}
+    inputs = forward_kwargs(model, inputs)
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
     replies = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return [Prediction(parse_answer(r), text=r) for r in replies]

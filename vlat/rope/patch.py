@@ -1,8 +1,9 @@
-"""Install the audio-only RoPE on a stock Hugging Face Qwen2-Audio model, at one seam.
+"""Install the audio-only RoPE on a stock Hugging Face audio-language model of a supported family, at one seam.
 
-The seam is ``Qwen2AudioModel.language_model.rotary_emb``: it is swapped for :class:`AudioRotaryEmbedding`, and a
-forward pre-hook on the ``Qwen2AudioModel`` (the only place that still sees ``input_ids``) prepares that call's
-position plan from the token layout. Nothing else of the stock classes changes.
+The seam is the family's inner model (:mod:`vlat.models`: ``Qwen2AudioModel``, ``AudioFlamingo3Model``): its
+``language_model.rotary_emb`` is swapped for :class:`AudioRotaryEmbedding`, and a forward pre-hook on the inner model
+(the only place that still sees ``input_ids``) prepares that call's position plan from the token layout. Nothing
+else of the stock classes changes.
 
 Per call, the hook:
 - makes the attention mask and raw positions explicit (raw position = real tokens before it, so left and right
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from vlat.compression import AudioCompression
+from vlat.models import family_of_model, find_audio_model
 from vlat.rope.config import AudioRopeConfig
 from vlat.rope.embedding import AudioRotaryEmbedding, RopePlan, temperature_scale
 from vlat.rope.hf_cache import cache_in, cache_of
@@ -41,16 +43,6 @@ from vlat.rope.positions import AudioTimes, raw_positions, warp_positions, whole
 _HOOKS_ATTR = "_vlat_rope_hooks"
 _STATE_ATTR = "_vlat_rope_state"
 _PREFILL_ATTR = "_vlat_rope_prefill"
-
-
-def find_audio_model(model: nn.Module) -> nn.Module:
-    """The ``Qwen2AudioModel`` inside ``model`` (a ``Qwen2AudioForConditionalGeneration``, a PEFT wrapper, ...)."""
-    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
-
-    for module in model.modules():
-        if isinstance(module, Qwen2AudioModel):
-            return module
-    raise TypeError(f"model: expected a Qwen2-Audio model (or a PEFT wrapper of one), got {type(model).__name__}")
 
 
 def apply_audio_rope(model: nn.Module, cfg: AudioRopeConfig) -> nn.Module:
@@ -183,7 +175,8 @@ def _compress_inputs(rotary: AudioRotaryEmbedding, module, input_ids, audio_toke
     """Encode and compress this call's audio into ``inputs_embeds``; the audio tokens' times."""
     from vlat.audio_tokens import encode_audio, prompt_embeds, time_layout
 
-    tokens = encode_audio(module, kwargs["input_features"], kwargs["feature_attention_mask"], rotary.compression)
+    mask = family_of_model(module).feature_mask(kwargs)
+    tokens = encode_audio(module, kwargs["input_features"], mask, rotary.compression)
     audio = input_ids == audio_token_id
     if int(audio.sum()) != len(tokens):
         raise ValueError(
