@@ -61,6 +61,18 @@ def tiny_model(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_af3_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-af3") / "model", family="audioflamingo3")
+
+
+@pytest.fixture(scope="session")
+def tiny_af3_model(tiny_af3_model_dir):
+    from transformers import AudioFlamingo3ForConditionalGeneration
+
+    return AudioFlamingo3ForConditionalGeneration.from_pretrained(tiny_af3_model_dir).eval()
+
+
+@pytest.fixture(scope="session")
 def processor(tiny_model_dir):
     from transformers import AutoProcessor
 

@@ -1,4 +1,5 @@
-"""vlat.rope on the tiny offline Qwen2-Audio: hand-computed positions, parity with Hugging Face, padding, decoding."""
+"""vlat.rope on each model family's tiny offline checkpoint (Qwen2-Audio, Audio Flamingo 3): hand-computed positions,
+parity with Hugging Face, padding, decoding."""
 
 import copy
 
@@ -7,6 +8,7 @@ import torch
 import transformers
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
+from vlat.models import forward_kwargs
 from vlat.rope import AudioRopeConfig, apply_audio_rope, find_audio_model, set_virtual_audio_tokens, warp_positions
 from vlat.rope.hf_cache import cache_of
 
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the 
 
 def _sample(model, n_audio, pre=(5, 6, 7), post=(8, 9, 10, 11), seed=0):
     """Token ids with one audio run of n_audio tokens, and matching mel features (4 frames per audio token)."""
-    aid = model.config.audio_token_index
+    aid = find_audio_model(model).config.audio_token_id
     ids = torch.tensor([*pre, *([aid] * n_audio), *post])
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(128, 3000, generator=g)
@@ -38,12 +40,19 @@ def _batch(samples, side):
 
 def _logits(model, **kw):
     with torch.no_grad():
-        return model(**kw).logits
+        return model(**_named(model, kw)).logits
 
 
-@pytest.fixture()
-def model(tiny_model):
-    m = copy.deepcopy(tiny_model)
+def _named(model, kw):
+    """``kw`` with the mel-frame mask under the family's own name (``input_features_mask`` on Audio Flamingo 3)."""
+    return forward_kwargs(model, kw)
+
+
+@pytest.fixture(params=["qwen2_audio", "audioflamingo3"])
+def model(request):
+    m = copy.deepcopy(
+        request.getfixturevalue({"qwen2_audio": "tiny_model", "audioflamingo3": "tiny_af3_model"}[request.param])
+    )
     yield m
     apply_audio_rope(m, AudioRopeConfig(method="vanilla"))
 
@@ -176,7 +185,7 @@ def test_whole_methods_match_hf_rope(model, method, rope_type):
     conf.rope_parameters = {"rope_type": rope_type, "rope_theta": 10000.0, "factor": 4.0}
     if rope_type == "yarn":
         conf.rope_parameters["original_max_position_embeddings"] = conf.max_position_embeddings
-    hf.model.language_model.rotary_emb = Qwen2RotaryEmbedding(conf)
+    find_audio_model(hf).language_model.rotary_emb = Qwen2RotaryEmbedding(conf)
     expected = _logits(hf, **kw)
     apply_audio_rope(model, AudioRopeConfig(method, original_audio_tokens=10))  # 40 audio tokens / 10 -> factor 4
     hf_cos, _ = _captured_cos_sin(hf, **kw)
@@ -243,7 +252,12 @@ def test_generate_with_cache_equals_full_forward(model, cfg):
     samples = [_sample(model, 40, seed=1), _sample(model, 24, pre=(5, 6), post=(9,), seed=2)]
     batch = _batch(samples, "left")
     out = model.generate(
-        **batch, max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True, min_new_tokens=6
+        **_named(model, batch),
+        max_new_tokens=6,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        min_new_tokens=6,
     )
     seq = out.sequences
     mask = torch.cat(
@@ -255,8 +269,10 @@ def test_generate_with_cache_equals_full_forward(model, cfg):
     for step, step_logits in enumerate(out.logits):
         torch.testing.assert_close(step_logits, full[:, prompt - 1 + step], atol=2e-5, rtol=1e-4)
     # no state leaks: a second, different call gives the same as on a fresh model
-    again = model.generate(**_batch(samples[1:], "left"), max_new_tokens=3, do_sample=False)
-    fresh = copy.deepcopy(model).generate(**_batch(samples[1:], "left"), max_new_tokens=3, do_sample=False)
+    again = model.generate(**_named(model, _batch(samples[1:], "left")), max_new_tokens=3, do_sample=False)
+    fresh = copy.deepcopy(model).generate(
+        **_named(model, _batch(samples[1:], "left")), max_new_tokens=3, do_sample=False
+    )
     assert torch.equal(again, fresh)
 
 
@@ -276,7 +292,9 @@ def test_the_seam_finds_the_cache_under_either_name(model, name):
     kw = dict(input_features=feats[None], feature_attention_mask=fmask[None])
     full = _logits(model, input_ids=full_ids, attention_mask=torch.ones_like(full_ids), **kw)
     with torch.no_grad():
-        prompt = model(input_ids=ids[None], attention_mask=torch.ones_like(ids[None]), use_cache=True, **kw)
+        prompt = model(
+            input_ids=ids[None], attention_mask=torch.ones_like(ids[None]), use_cache=True, **_named(model, kw)
+        )
         kv = cache_of(prompt)
         assert kv is not None and kv.get_seq_length() == len(ids)
         step = model(input_ids=full_ids[:, -1:], attention_mask=torch.ones_like(full_ids), use_cache=True, **{name: kv})
@@ -314,7 +332,7 @@ def test_lora_gradients_with_checkpointing(model):
     peft_model.train()
     batch = _batch([_sample(model, 40, seed=1), _sample(model, 24, seed=2)], "right")
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    loss = peft_model(**batch, labels=labels).loss
+    loss = peft_model(**_named(model, batch), labels=labels).loss
     loss.backward()
     grads = [p.grad for n, p in peft_model.named_parameters() if "lora_" in n]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)

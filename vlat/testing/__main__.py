@@ -11,7 +11,7 @@ import sys
 from vlat.cliargs import OneLineParser
 from vlat.testing.base_model import BaseModelConfig, write_base_model
 from vlat.testing.synth_data import SynthConfig, write_smoke_fixtures, write_synth_dataset
-from vlat.testing.tiny_model import TinyModelConfig, write_tiny_model
+from vlat.testing.tiny_model import FAMILIES, TinyModelConfig, write_tiny_model
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -24,9 +24,10 @@ def _floats(text: str) -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m vlat.testing", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
-    tm = sub.add_parser("tiny-model", help="write a tiny random Qwen2-Audio checkpoint directory")
+    tm = sub.add_parser("tiny-model", help="write a tiny random checkpoint directory (Qwen2-Audio, or --family)")
     tm.add_argument("dir")
     tm.add_argument("--seed", type=int, default=0)
+    tm.add_argument("--family", choices=FAMILIES, default="qwen2_audio")
     bm = sub.add_parser("base-model", help="train a tiny Qwen2-Audio that hears (clips <= 30 s) and write it")
     bm.add_argument("dir")
     bm.add_argument("--steps", type=int, default=BaseModelConfig.steps, help="question-answering steps")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--steps: {args.steps} must be >= 1")
             out = write_base_model(args.dir, BaseModelConfig(steps=args.steps, seed=args.seed))
         elif args.cmd == "tiny-model":
-            out = write_tiny_model(args.dir, TinyModelConfig(seed=args.seed))
+            out = write_tiny_model(args.dir, TinyModelConfig(seed=args.seed), family=args.family)
         else:
             cfg = SynthConfig(
                 durations=args.durations,

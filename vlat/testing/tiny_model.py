@@ -1,9 +1,13 @@
-"""A complete, randomly initialised Qwen2-Audio checkpoint of tiny size, built offline.
+"""A complete, randomly initialised checkpoint of tiny size, built offline, for each model family.
 
-The directory loads with the stock ``Qwen2AudioForConditionalGeneration.from_pretrained`` and
-``AutoProcessor.from_pretrained`` — the code path real users take with ``Qwen/Qwen2-Audio-7B-Instruct``.
+Qwen2-Audio (the default): the directory loads with the stock ``Qwen2AudioForConditionalGeneration.from_pretrained``
+and ``AutoProcessor.from_pretrained`` — the code path real users take with ``Qwen/Qwen2-Audio-7B-Instruct``.
 Only sizes differ from the published config: the architecture classes, the 128-bin Whisper feature extractor,
 the 30-s / 3000-frame audio window (750 audio tokens) and the special tokens are the real ones.
+
+Audio Flamingo 3 (``family="audioflamingo3"``): ``AudioFlamingo3ForConditionalGeneration`` and
+``AudioFlamingo3Processor`` (the same 128-bin extractor and 30-s windows, 750 tokens each, one ``<sound>`` run),
+as ``nvidia/audio-flamingo-3-hf`` loads; the chat template is a Qwen2 chat with ``<sound>`` for each audio item.
 """
 
 from __future__ import annotations
@@ -74,7 +78,21 @@ REAL_SPECIAL_IDS = {
 }
 
 
-def build_tokenizer(special_ids: dict[str, int] | None = None, corpus: Sequence[str] = ()):
+# Audio Flamingo 3's: the Qwen2 chat tokens and its audio placeholder.
+AF3_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+
+AF3_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n", "<sound>"
+)
+
+FAMILIES = ("qwen2_audio", "audioflamingo3")
+
+
+def build_tokenizer(
+    special_ids: dict[str, int] | None = None,
+    corpus: Sequence[str] = (),
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+):
     """A byte-level BPE Qwen2 tokenizer plus the Qwen2-Audio special tokens: right after the vocabulary, or at
     ``special_ids`` (e.g. :data:`REAL_SPECIAL_IDS`; the ids between are unused placeholders).
 
@@ -117,18 +135,16 @@ def build_tokenizer(special_ids: dict[str, int] | None = None, corpus: Sequence[
         unk_token=None,
         model_max_length=32768,
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    tokenizer.add_special_tokens({"pad_token": SPECIAL_TOKENS[0]})
+    tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens[1:])})
+    tokenizer.add_special_tokens({"pad_token": special_tokens[0]})
     return tokenizer
 
 
-def build_tiny_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
-    """Random-weight ``Qwen2AudioForConditionalGeneration`` with the given sizes and the tokenizer's special ids."""
-    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration, Qwen2Config
+def _text_config(tokenizer, cfg: TinyModelConfig):
+    from transformers import Qwen2Config
 
-    vocab_size = len(tokenizer)
-    text = Qwen2Config(
-        vocab_size=vocab_size,
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
@@ -144,6 +160,13 @@ def build_tiny_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def build_tiny_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
+    """Random-weight ``Qwen2AudioForConditionalGeneration`` with the given sizes and the tokenizer's special ids."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration
+
+    text = _text_config(tokenizer, cfg)
     audio = Qwen2AudioEncoderConfig(
         num_mel_bins=128,
         encoder_layers=cfg.audio_layers,
@@ -164,6 +187,38 @@ def build_tiny_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
     return model
 
 
+def build_tiny_af3_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
+    """Random-weight ``AudioFlamingo3ForConditionalGeneration`` with the given sizes (as :func:`build_tiny_model`)."""
+    from transformers import AudioFlamingo3Config, AudioFlamingo3EncoderConfig, AudioFlamingo3ForConditionalGeneration
+
+    text = _text_config(tokenizer, cfg)
+    audio = AudioFlamingo3EncoderConfig(
+        num_mel_bins=128,
+        num_hidden_layers=cfg.audio_layers,
+        num_attention_heads=cfg.audio_heads,
+        intermediate_size=cfg.audio_ffn,
+        hidden_size=cfg.audio_d_model,
+        max_source_positions=1500,  # 3000 mel frames = 30 s, as the real encoder
+    )
+    config = AudioFlamingo3Config(
+        audio_config=audio, text_config=text, audio_token_id=tokenizer.convert_tokens_to_ids("<sound>")
+    )
+    torch.manual_seed(cfg.seed)
+    model = AudioFlamingo3ForConditionalGeneration(config)
+    model.generation_config.eos_token_id = text.eos_token_id
+    model.generation_config.pad_token_id = text.pad_token_id
+    return model
+
+
+def build_af3_processor(tokenizer):
+    from transformers import AudioFlamingo3Processor, WhisperFeatureExtractor
+
+    feature_extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30, hop_length=160)
+    return AudioFlamingo3Processor(
+        feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=AF3_CHAT_TEMPLATE
+    )
+
+
 def build_processor(tokenizer):
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
@@ -171,16 +226,24 @@ def build_processor(tokenizer):
     return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def write_tiny_model(out_dir: str | os.PathLike, cfg: TinyModelConfig = TinyModelConfig()) -> Path:
-    """Write the tiny checkpoint (weights, configs, tokenizer, processor) to ``out_dir`` atomically.
+def write_tiny_model(
+    out_dir: str | os.PathLike, cfg: TinyModelConfig = TinyModelConfig(), family: str = "qwen2_audio"
+) -> Path:
+    """Write the tiny checkpoint of ``family`` (one of :data:`FAMILIES`: weights, configs, tokenizer, processor) to
+    ``out_dir`` atomically.
 
     The directory is assembled next to its destination and renamed into place, so an interrupted run never
     leaves a half-written checkpoint behind. An existing directory is replaced.
     """
     out = Path(out_dir)
-    tokenizer = build_tokenizer()
-    model = build_tiny_model(tokenizer, cfg)
-    processor = build_processor(tokenizer)
+    if family == "qwen2_audio":
+        tokenizer = build_tokenizer()
+        model, processor = build_tiny_model(tokenizer, cfg), build_processor(tokenizer)
+    elif family == "audioflamingo3":
+        tokenizer = build_tokenizer(special_tokens=AF3_SPECIAL_TOKENS)
+        model, processor = build_tiny_af3_model(tokenizer, cfg), build_af3_processor(tokenizer)
+    else:
+        raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
     tmp = make_staging_dir(out)
     try:
         model.save_pretrained(tmp)
