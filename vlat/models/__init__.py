@@ -74,6 +74,8 @@ def _find(model: nn.Module) -> tuple[ModelFamily, nn.Module]:
 
 
 __all__ = [
+    "AUDIO_FLAMINGO_3",
+    "QWEN2_AUDIO",
     "FAMILIES",
     "ModelFamily",
     "family_of_checkpoint",
