@@ -110,6 +110,13 @@ def test_af3_prompt_equals_its_stock_processor_without_the_600_s_cap(af3_process
     torch.testing.assert_close(ex["input_features"], stock["input_features"], rtol=0, atol=0)
     assert torch.equal(ex["feature_attention_mask"], stock["input_features_mask"].to(ex["feature_attention_mask"]))
 
+    # the fixture's template renders as the published checkpoint's does: sounds first in a user turn, then its text
+    published = [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, {"type": "audio", "path": "a"}]}]
+    assert af3_processor.apply_chat_template(published, add_generation_prompt=True, tokenize=False) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<sound>What is it?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
     long = tones(660)
     assert encode_recording(af3_processor, long).tokens() == 16500
     capped = af3_processor(text=text, audio=long, return_tensors="pt")

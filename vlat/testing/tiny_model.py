@@ -81,8 +81,19 @@ REAL_SPECIAL_IDS = {
 # Audio Flamingo 3's: the Qwen2 chat tokens and its audio placeholder.
 AF3_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
 
-AF3_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
-    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n", "<sound>"
+# Rendered as nvidia/audio-flamingo-3-hf renders (transformers' AF3 processor test): a default system turn, and in a user
+# turn one <sound> per audio item first, then its texts, whatever their order in the content list.
+AF3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'audio' %}<sound>{% endif %}{% endfor %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 FAMILIES = ("qwen2_audio", "audioflamingo3")
