@@ -59,17 +59,23 @@ def write_results(name: str, results: dict, headline: dict[str, float]) -> Path:
 TEXT_PREFIX, TEXT_SUFFIX, ANSWER = 20, 140, 12  # prompt tokens before / after the audio; labelled answer tokens
 
 
-def bench_model(size: str, device: str, dtype: torch.dtype, attn: str, layers: int | None = None):
-    """Random-weight Qwen2-Audio: ``full`` = the published 7B architecture, built on ``device``; ``tiny`` = test size.
+def bench_model(
+    size: str, device: str, dtype: torch.dtype, attn: str, layers: int | None = None, family: str = "qwen2_audio"
+):
+    """Random-weight model of ``family`` (:mod:`vlat.models`): ``full`` = the published architecture (Qwen2-Audio-7B,
+    Audio Flamingo 3), built on ``device``; ``tiny`` = test size.
 
     ``layers`` shrinks the full architecture's depth (text and audio) for quick checks.
     """
-    from vlat.testing.full_size import build_random_model, qwen2_audio_7b_config
-    from vlat.testing.tiny_model import build_tiny_model, build_tokenizer
+    from vlat.models import FAMILIES
+    from vlat.testing.full_size import build_random_model
+    from vlat.testing.tiny_model import build_tiny_af3_model, build_tiny_model, family_tokenizer_and_processor
 
     if size == "full":
-        return build_random_model(qwen2_audio_7b_config(layers, layers), device, dtype, attn)
-    model = build_tiny_model(build_tokenizer()).to(device, dtype)
+        return build_random_model(FAMILIES[family].published_config(layers, layers), device, dtype, attn)
+    tokenizer, _ = family_tokenizer_and_processor(family)
+    build = build_tiny_model if family == "qwen2_audio" else build_tiny_af3_model
+    model = build(tokenizer).to(device, dtype)
     model.set_attn_implementation(attn)
     return model
 
@@ -147,6 +153,13 @@ def add_full_size_args(ap) -> None:
     ap.add_argument("--layers", type=int, help="shrink the full model's depth (text and audio) for quick checks")
     ap.add_argument("--minutes", type=csv_list(float), default=[2.0, 5.0, 10.0], help="audio lengths")
     ap.add_argument("--tag", help="results file bench/results/<benchmark>-TAG.json (keeps split runs apart)")
+    add_family_arg(ap)
+
+
+def add_family_arg(ap) -> None:
+    from vlat.models import FAMILIES
+
+    ap.add_argument("--family", choices=list(FAMILIES), default="qwen2_audio", help="model family (vlat.models)")
 
 
 def full_size_setup(args) -> tuple[str, torch.dtype, float]:
@@ -160,7 +173,9 @@ def full_size_setup(args) -> tuple[str, torch.dtype, float]:
 
 
 def results_name(benchmark: str, args) -> str:
-    return benchmark + ("_tiny" if args.tiny else "") + (f"-{args.tag}" if args.tag else "")
+    family = getattr(args, "family", "qwen2_audio")
+    name = benchmark + ("_tiny" if args.tiny else "") + ("" if family == "qwen2_audio" else f"-{family}")
+    return name + (f"-{args.tag}" if args.tag else "")
 
 
 def gib_text(gib: float | None) -> str:

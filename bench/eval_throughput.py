@@ -1,4 +1,5 @@
-"""Evaluation throughput of Qwen2-Audio-7B on one GPU: questions per second, with and without prefix reuse.
+"""Evaluation throughput of Qwen2-Audio-7B (or ``--family audioflamingo3``) on one GPU: questions per second, with
+and without prefix reuse.
 
 The full-size architecture with random bf16 weights, built directly on the GPU (see ``bench/train_step.py``).
 Per recording, what ``evaluate.py`` runs (logits scoring, Partial PI): the audio encoded once (``encode_audio``),
@@ -12,6 +13,7 @@ is recorded as such, per path and length; each path's peak memory is measured on
     python bench/eval_throughput.py                         # CUDA: 2/10/20/30/60 min, 5 questions per recording
     python bench/eval_throughput.py --minutes 60 --tag 60min
     python bench/eval_throughput.py --tiny                  # CPU smoke run on the tiny model
+    python bench/eval_throughput.py --tiny --family audioflamingo3
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ from flops import Arch, mfu, prefix_eval_flops  # noqa: E402
 
 from vlat.cliargs import csv_list  # noqa: E402
 from vlat.evaluation.prefix import DEFAULT_PREFILL_CHUNK, encode_audio, score_questions  # noqa: E402
+from vlat.models import find_audio_model  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
 OPTION_IDS = [49, 50, 51, 52]  # any four ordinary token ids: the cost does not depend on which
 
 
 def measure(model, minutes: float, questions: int, rounds: int, reuse: bool, chunk: int, peak: float) -> dict:
-    ex = synthetic_example(model.config.audio_token_index, minutes * 60)
+    ex = synthetic_example(find_audio_model(model).config.audio_token_id, minutes * 60)
     ids = ex["input_ids"].tolist()
     prefix, suffix = ids[: len(ids) - TEXT_SUFFIX], ids[len(ids) - TEXT_SUFFIX :]
     suffixes = [suffix[i:] + suffix[:i] for i in range(questions)]  # distinct questions of equal length
@@ -110,7 +113,7 @@ def main() -> None:
     if args.tiny:
         args.size, args.minutes, args.rounds = "tiny", [0.5, 1.0], 2
     device, dtype, peak = full_size_setup(args)
-    model = bench_model(args.size, device, dtype, args.attn, args.layers).eval()
+    model = bench_model(args.size, device, dtype, args.attn, args.layers, args.family).eval()
     apply_audio_rope(model, AudioRopeConfig("partial_pi", original_audio_tokens=750))
     results = []
     for minutes in args.minutes:
@@ -148,6 +151,7 @@ def main() -> None:
     write_results(
         results_name("eval_throughput", args),
         {
+            "family": args.family,
             "size": args.size,
             "layers": args.layers,
             "dtype": str(dtype),

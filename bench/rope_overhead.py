@@ -4,8 +4,9 @@ Interleaved repeats in one process; the figure is the median of per-round ratios
 
     python bench/rope_overhead.py                    # 15,000 audio tokens (10 min of Qwen2-Audio audio): tiny model
                                                      # on CPU, the full-size 7B architecture (random bf16) on CUDA
-    python bench/rope_overhead.py --model DIR        # any Qwen2-Audio checkpoint directory
+    python bench/rope_overhead.py --model DIR        # any checkpoint directory of a supported family
     python bench/rope_overhead.py --tiny             # smoke test (small input, 2 rounds)
+    python bench/rope_overhead.py --family audioflamingo3   # the random model of another family
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_model, median, timed, write_results  # noqa: E402
+from common import add_family_arg, bench_model, median, timed, write_results  # noqa: E402
 
+from vlat.models import family_of_model, find_audio_model, forward_kwargs  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
 METHODS = {
@@ -35,30 +37,34 @@ def main() -> None:
     ap.add_argument("--audio-tokens", type=int, default=15000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--tiny", action="store_true", help="smoke run: 1,500 audio tokens, 2 rounds")
+    add_family_arg(ap)
     args = ap.parse_args()
     if args.tiny:
         args.audio_tokens, args.rounds, args.size = 1500, 2, "tiny"
 
-    from transformers import Qwen2AudioForConditionalGeneration
+    from vlat.model_loading import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     args.size = args.size or ("full" if device == "cuda" else "tiny")
     if args.model:
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(device).eval()
+        model = load_model(args.model, dtype=str(dtype).removeprefix("torch.")).to(device).eval()
     else:
-        model = bench_model(args.size, device, dtype, "sdpa").eval()
-    aid = model.config.audio_token_index
+        model = bench_model(args.size, device, dtype, "sdpa", family=args.family).eval()
+    aid = find_audio_model(model).config.audio_token_id
     windows = -(-args.audio_tokens // 750)
     ids = torch.tensor([[11] * 40 + [aid] * args.audio_tokens + [12] * 200], device=device)
     fmask = torch.zeros(windows, 3000, dtype=torch.long, device=device)
     for w in range(windows):
         fmask[w, : 4 * min(750, args.audio_tokens - 750 * w)] = 1
-    inputs = dict(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        input_features=torch.randn(windows, 128, 3000, device=device, dtype=dtype),
-        feature_attention_mask=fmask,
+    inputs = forward_kwargs(
+        model,
+        dict(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            input_features=torch.randn(windows, 128, 3000, device=device, dtype=dtype),
+            feature_attention_mask=fmask,
+        ),
     )
 
     def run(cfg):
@@ -77,12 +83,13 @@ def main() -> None:
         for name in ("partial_yarn", "whole_yarn")
     }
     write_results(
-        "rope_overhead" + ("_tiny" if args.tiny else ""),
+        "rope_overhead" + ("_tiny" if args.tiny else "") + ("" if args.family == "qwen2_audio" else f"-{args.family}"),
         {
             "audio_tokens": args.audio_tokens,
             "sequence_tokens": ids.shape[1],
             "rounds": args.rounds,
             "model": str(args.model or args.size),
+            "family": family_of_model(model).model_type,
             "seconds": times,
             "median_seconds": {k: median(v) for k, v in times.items()},
         },

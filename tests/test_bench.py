@@ -37,6 +37,11 @@ from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E
         ("two_process_scaling.py", ["speedup_2p/compute", "speedup_2p/parquet_decode", "speedup_2p/featurize"]),
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
+        ("rope_overhead.py --family audioflamingo3", ["rope_overhead_whole_yarn", "rope_overhead_partial_yarn"]),
+        (
+            "eval_throughput.py --family audioflamingo3",
+            ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],
+        ),
         (
             "ask_latency.py --minutes 1 --questions 2 --new-tokens 4",
             ["prepare_s", "ttft_s", "tokens_per_s", "prefills"],

@@ -1,43 +1,58 @@
-"""``python -m vlat.testing full-model``: a random checkpoint at the published widths that train.py and evaluate.py
-load as they load Qwen/Qwen2-Audio-7B-Instruct (one layer deep here, to fit CI: ~3 GB on disk)."""
+"""``python -m vlat.testing full-model [--family F]``: a random checkpoint at the published widths that train.py and
+evaluate.py load as they load the published checkpoint (one layer deep here, to fit CI: ~3 GB on disk). Qwen2-Audio
+in the default suite, Audio Flamingo 3 in the slow set."""
 
 import json
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from test_evaluate import evaluate
 from test_train import train, write_config
 from transformers import AutoConfig, AutoProcessor
 
-from vlat.testing.full_size import qwen2_audio_7b_config
-from vlat.testing.tiny_model import REAL_SPECIAL_IDS
+from vlat.models import FAMILIES
+from vlat.testing.tiny_model import AF3_REAL_SPECIAL_IDS, REAL_SPECIAL_IDS
+
+# family -> (its special tokens at the published ids, the audio placeholder, the widths read by hand from the
+# published config.json: LM hidden size, KV heads, vocabulary)
+PUBLISHED = {
+    "qwen2_audio": (REAL_SPECIAL_IDS, "<|AUDIO|>", (4096, 32, 156032)),
+    "audioflamingo3": (AF3_REAL_SPECIAL_IDS, "<sound>", (3584, 4, 151672)),
+}
 
 
-def test_full_model_is_the_published_layout_and_runs_train_and_evaluate(tmp_path, synth_dir):
+@pytest.mark.parametrize("family", ["qwen2_audio", pytest.param("audioflamingo3", marks=pytest.mark.slow)])
+def test_full_model_is_the_published_layout_and_runs_train_and_evaluate(family, tmp_path, synth_dir):
+    special_ids, audio_token, widths = PUBLISHED[family]
     model = tmp_path / "full"
     res = subprocess.run(
-        [sys.executable, "-m", "vlat.testing", "full-model", str(model), "--layers", "1", "--audio-layers", "1"],
+        [sys.executable, "-m", "vlat.testing", "full-model", str(model), "--layers", "1", "--audio-layers", "1",
+         "--family", family],
         capture_output=True,
         text=True,
-    )
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    config, want = AutoConfig.from_pretrained(model), qwen2_audio_7b_config(1, 1)
+    config, want = AutoConfig.from_pretrained(model), FAMILIES[family].published_config(1, 1)
+    assert config.model_type == family
+    text = config.text_config
+    assert (text.hidden_size, text.num_key_value_heads, text.vocab_size) == widths
     for part in ("text_config", "audio_config"):
         got, ref = getattr(config, part).to_dict(), getattr(want, part).to_dict()
         assert {k: got[k] for k in ref if k not in ("dtype", "torch_dtype")} == {
             k: v for k, v in ref.items() if k not in ("dtype", "torch_dtype")
         }
-    assert config.audio_token_index == 151646
+    assert config.audio_token_id == special_ids[audio_token]
     processor = AutoProcessor.from_pretrained(model)
     tok = processor.tokenizer
-    assert {t: tok.convert_tokens_to_ids(t) for t in REAL_SPECIAL_IDS} == REAL_SPECIAL_IDS
+    assert {t: tok.convert_tokens_to_ids(t) for t in special_ids} == special_ids
     assert (tok.eos_token_id, tok.pad_token_id) == (151645, 151643)
     messages = [{"role": "user", "content": [{"type": "audio", "audio": "x"}, {"type": "text", "text": "Hi?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     audio = np.zeros(16000 * 30, dtype=np.float32)
     ids = processor(text=text, audio=[audio], sampling_rate=16000, return_tensors="pt")["input_ids"]
-    assert int((ids == 151646).sum()) == 750
+    assert int((ids == special_ids[audio_token]).sum()) == 750
 
     cfg, run = write_config(
         tmp_path, model, synth_dir, **{"trainer.max_steps": 1, "data.batch_size": 1, "data.val_split": None}

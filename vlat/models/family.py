@@ -27,6 +27,7 @@ class ModelFamily:
         feature_mask_key: the forward's name for the per-window mel-frame mask (vlat's batches call it
             ``feature_attention_mask``, Qwen2-Audio's name, and :meth:`forward_kwargs` renames it).
         native_seconds: the longest audio the published checkpoint was trained on: ``ask.py`` extends beyond it.
+        published_id: the published checkpoint's hub id (its widths: :meth:`published_config`).
     """
 
     name: str
@@ -35,6 +36,7 @@ class ModelFamily:
     inner_class: str
     feature_mask_key: str
     native_seconds: float
+    published_id: str
 
     def load_class(self):
         import transformers
@@ -64,4 +66,9 @@ class ModelFamily:
     def run_tower(self, inner, features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
         """The audio encoder's output for ``features`` (W, mel, frames): (W, tokens per window, d), before the
         projector; positions past a window's true length are padding."""
+        raise NotImplementedError
+
+    def published_config(self, num_layers: int | None = None, audio_layers: int | None = None):
+        """The published checkpoint's configuration (its widths and special ids), for random full-size models
+        (:mod:`vlat.testing.full_size`); ``num_layers`` / ``audio_layers`` shrink its depth, never its widths."""
         raise NotImplementedError

@@ -24,6 +24,35 @@ class Qwen2AudioFamily(ModelFamily):
         )
         return tower(features, attention_mask=attn).last_hidden_state
 
+    def published_config(self, num_layers: int | None = None, audio_layers: int | None = None):
+        # Qwen/Qwen2-Audio-7B-Instruct's config.json (shared/reference/NOTES.md)
+        from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config
+
+        text = Qwen2Config(
+            vocab_size=156032,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=num_layers or 32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+            bos_token_id=151643,
+            eos_token_id=151645,
+            pad_token_id=151643,
+        )
+        audio = Qwen2AudioEncoderConfig(
+            num_mel_bins=128,
+            encoder_layers=audio_layers or 32,
+            encoder_attention_heads=20,
+            encoder_ffn_dim=5120,
+            d_model=1280,
+            max_source_positions=1500,
+        )
+        return Qwen2AudioConfig(audio_config=audio, text_config=text, audio_token_index=151646)
+
 
 QWEN2_AUDIO = Qwen2AudioFamily(
     name="Qwen2-Audio",
@@ -32,4 +61,5 @@ QWEN2_AUDIO = Qwen2AudioFamily(
     inner_class="Qwen2AudioModel",
     feature_mask_key="feature_attention_mask",
     native_seconds=30.0,
+    published_id="Qwen/Qwen2-Audio-7B-Instruct",
 )

@@ -1,5 +1,5 @@
-"""``python -m vlat.testing tiny-model DIR`` / ``python -m vlat.testing base-model DIR [--steps N]`` /
-``python -m vlat.testing full-model DIR [--layers N]`` /
+"""``python -m vlat.testing tiny-model DIR [--family F]`` / ``python -m vlat.testing base-model DIR [--steps N]`` /
+``python -m vlat.testing full-model DIR [--family F] [--layers N]`` /
 ``python -m vlat.testing synth-data DIR --durations 30,60,120
 [--layout yodas2]`` / ``python -m vlat.testing smoke [DIR]``."""
 
@@ -44,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     sd.add_argument("--shards", type=int, default=SynthConfig.shards, help="yodas2: shards per split and length")
     sd.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR")
-    fm = sub.add_parser("full-model", help="write a random checkpoint of the full Qwen2-Audio-7B widths (offline runs)")
+    fm = sub.add_parser("full-model", help="write a random checkpoint of a family's published widths (offline runs)")
     fm.add_argument("dir")
-    fm.add_argument("--layers", type=int, help="language-model layers (default 32, the published depth)")
-    fm.add_argument("--audio-layers", type=int, help="audio-encoder layers (default 32)")
+    fm.add_argument("--family", choices=FAMILIES, default="qwen2_audio")
+    fm.add_argument("--layers", type=int, help="language-model layers (default: the published depth)")
+    fm.add_argument("--audio-layers", type=int, help="audio-encoder layers (default: the published depth, 32)")
     fm.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     fm.add_argument("--seed", type=int, default=0)
     sm = sub.add_parser(
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(args, name) is not None and getattr(args, name) < 1:
                     raise ValueError(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
             dtype = getattr(torch, args.dtype)
-            out = write_full_model(args.dir, args.layers, args.audio_layers, dtype, args.seed)
+            out = write_full_model(args.dir, args.layers, args.audio_layers, dtype, args.seed, args.family)
         elif args.cmd == "base-model":
             if args.steps < 1:
                 raise ValueError(f"--steps: {args.steps} must be >= 1")

@@ -78,18 +78,21 @@ REAL_SPECIAL_IDS = {
 }
 
 
-# Audio Flamingo 3's: the Qwen2 chat tokens and its audio placeholder.
+# Audio Flamingo 3's: the Qwen2 chat tokens and its audio placeholder, and their ids in nvidia/audio-flamingo-3-hf.
 AF3_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+AF3_REAL_SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<sound>": 151669}
 
 # Rendered as nvidia/audio-flamingo-3-hf renders (transformers' AF3 processor test): a default system turn, and in a user
-# turn one <sound> per audio item first, then its texts, whatever their order in the content list.
+# turn <sound> first when it holds audio, then its texts, whatever their order in the content list.
 AF3_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}"
-    "{% for content in message['content'] %}{% if content['type'] == 'audio' %}<sound>{% endif %}{% endfor %}"
+    "{% set audio = namespace(found=False) %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'audio' %}{% set audio.found = True %}{% endif %}{% endfor %}"
+    "{% if audio.found %}<sound>{% endif %}"
     "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}"
     "{% endif %}<|im_end|>\n"
     "{% endfor %}"
@@ -133,7 +136,8 @@ def build_tokenizer(
         vocab |= {t: len(vocab) + i for i, t in enumerate(sorted(set(learnt) - set(vocab), key=learnt.__getitem__))}
         merges = [tuple(m) for m in json.loads(learner.to_str())["model"]["merges"]]  # [left, right] pairs
     if special_ids:
-        vocab |= {f"<|unused_{i}|>": i for i in range(len(vocab), min(special_ids.values()))}
+        taken = set(special_ids.values())
+        vocab |= {f"<|unused_{i}|>": i for i in range(len(vocab), max(taken)) if i not in taken}
         vocab |= special_ids
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -237,6 +241,18 @@ def build_processor(tokenizer):
     return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
+def family_tokenizer_and_processor(family: str, real_ids: bool = False):
+    """The tokenizer and processor of ``family`` (one of :data:`FAMILIES`); ``real_ids``: the special tokens at the
+    published checkpoint's ids."""
+    if family == "qwen2_audio":
+        tokenizer = build_tokenizer(REAL_SPECIAL_IDS if real_ids else None)
+        return tokenizer, build_processor(tokenizer)
+    if family == "audioflamingo3":
+        tokenizer = build_tokenizer(AF3_REAL_SPECIAL_IDS if real_ids else None, special_tokens=AF3_SPECIAL_TOKENS)
+        return tokenizer, build_af3_processor(tokenizer)
+    raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
+
+
 def write_tiny_model(
     out_dir: str | os.PathLike, cfg: TinyModelConfig = TinyModelConfig(), family: str = "qwen2_audio"
 ) -> Path:
@@ -247,14 +263,8 @@ def write_tiny_model(
     leaves a half-written checkpoint behind. An existing directory is replaced.
     """
     out = Path(out_dir)
-    if family == "qwen2_audio":
-        tokenizer = build_tokenizer()
-        model, processor = build_tiny_model(tokenizer, cfg), build_processor(tokenizer)
-    elif family == "audioflamingo3":
-        tokenizer = build_tokenizer(special_tokens=AF3_SPECIAL_TOKENS)
-        model, processor = build_tiny_af3_model(tokenizer, cfg), build_af3_processor(tokenizer)
-    else:
-        raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
+    tokenizer, processor = family_tokenizer_and_processor(family)
+    model = (build_tiny_model if family == "qwen2_audio" else build_tiny_af3_model)(tokenizer, cfg)
     tmp = make_staging_dir(out)
     try:
         model.save_pretrained(tmp)
