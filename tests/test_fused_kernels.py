@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlat.errors import ConfigError
-from vlat.fused_kernels import use_fused_kernels
+from vlat.fused_kernels import LIGER_ENTRY, liger_entry, use_fused_kernels
 
 
 def test_when_fused_kernels_are_used():
@@ -24,6 +24,21 @@ def test_when_fused_kernels_are_used():
         use_fused_kernels("on", True, False)
     with pytest.raises(ConfigError, match="model.fused_kernels: 'yes'"):
         use_fused_kernels("yes", True, True)
+
+
+def test_each_family_gets_the_fused_kernels_of_its_decoder(tiny_model, tiny_af3_model):
+    from types import SimpleNamespace
+
+    from vlat.models import find_audio_model
+
+    for model in (tiny_model, tiny_af3_model):  # both decoders are Qwen2
+        assert liger_entry(find_audio_model(model).language_model) == "apply_liger_kernel_to_qwen2"
+    with pytest.raises(ConfigError, match="no fused kernels for a 'gpt2' language model"):
+        liger_entry(SimpleNamespace(config=SimpleNamespace(model_type="gpt2")))
+    if importlib.util.find_spec("liger_kernel") is not None:  # the names are Liger's own entry points
+        import liger_kernel.transformers as liger
+
+        assert all(callable(getattr(liger, name)) for name in LIGER_ENTRY.values())
 
 
 @pytest.mark.gpu

@@ -39,11 +39,25 @@ def use_fused_kernels(setting: str, cuda: bool, installed: bool) -> bool:
     return True
 
 
-def apply_fused_kernels(language_model) -> None:
-    """Patch the ``Qwen2Model``'s norms, MLPs and rotary application with Liger's fused kernels."""
-    from liger_kernel.transformers import apply_liger_kernel_to_qwen2
+# Liger's entry point for each decoder the supported families use (Qwen2-Audio and Audio Flamingo 3: Qwen2)
+LIGER_ENTRY = {"qwen2": "apply_liger_kernel_to_qwen2", "llama": "apply_liger_kernel_to_llama"}
 
-    apply_liger_kernel_to_qwen2(
+
+def liger_entry(language_model) -> str:
+    """The name of Liger's patch function for ``language_model``'s decoder type (one-line error when it has none)."""
+    model_type = language_model.config.model_type
+    if model_type not in LIGER_ENTRY:
+        raise ConfigError(
+            f"model.fused_kernels: no fused kernels for a {model_type!r} language model (have: {', '.join(LIGER_ENTRY)})"
+        )
+    return LIGER_ENTRY[model_type]
+
+
+def apply_fused_kernels(language_model) -> None:
+    """Patch the language model's norms, MLPs and rotary application with Liger's fused kernels."""
+    import liger_kernel.transformers as liger
+
+    getattr(liger, liger_entry(language_model))(
         rope=True,
         rms_norm=True,
         swiglu=True,

@@ -36,9 +36,7 @@ def build_random_model(
     cls = family_of_type(config.model_type, "config").load_class()
     torch.manual_seed(seed)
     with torch.device(device):
-        model = cls._from_config(
-            config, dtype=dtype, attn_implementation=attn_implementation
-        )
+        model = cls._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     return model
 
 
