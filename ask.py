@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlat.data.prompts import SYSTEM_PROMPT
     from vlat.errors import BadSampleError, ConfigError
-    from vlat.prompts import SYSTEM_PROMPT
     from vlat.qa import AskSettings, check_audio_file, check_generation
 
     parser = build_parser()
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything that can be checked before the model loads
         settings.validate()
         if args.audio_compression is not None:
-            from vlat.compression import AudioCompression
+            from vlat.audio.compression import AudioCompression
 
             AudioCompression.parse(args.audio_compression)
         for q in args.questions:

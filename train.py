@@ -4,7 +4,7 @@ Any key of the YAML can be overridden on the command line (``--trainer.max_steps
 resolved configuration; ``--ckpt_path last`` resumes.
 """
 
-from vlat.cli import train_main
+from vlat.training.cli import train_main
 
 if __name__ == "__main__":
     train_main()

@@ -84,11 +84,11 @@ def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0, compre
     """One MCQA-shaped training example: random text ids around ``seconds`` of audio, random log-mel features.
 
     Token counts follow the extractor's window arithmetic (30-s windows, 750 tokens each; a shorter last window),
-    per window compressed by ``compression`` (a ``vlat.compression`` setting; ``audio_tokens``: the run's length).
+    per window compressed by ``compression`` (a ``vlat.audio.compression`` setting; ``audio_tokens``: the run's length).
     """
-    from vlat.audio import audio_tokens_for_frames
-    from vlat.compression import AudioCompression
-    from vlat.prompts import IGNORE_INDEX
+    from vlat.audio.compression import AudioCompression
+    from vlat.audio.decode import audio_tokens_for_frames
+    from vlat.data.prompts import IGNORE_INDEX
 
     g = torch.Generator().manual_seed(seed)
     frames = round(seconds * 100)  # 10 ms hop

@@ -1,6 +1,6 @@
 """What audio-token compression buys: tokens, evaluation questions/s and training step time per setting.
 
-For each ``--settings`` entry (``vlat.compression``) and each length, on random-weight Qwen2-Audio (the full 7B
+For each ``--settings`` entry (``vlat.audio.compression``) and each length, on random-weight Qwen2-Audio (the full 7B
 architecture in bf16 on CUDA, the tiny test model in fp32 on CPU), under Partial PI (window 750):
 
 - ``audio_tokens``: audio tokens the language model sees for the recording;
@@ -8,7 +8,7 @@ architecture in bf16 on CUDA, the tiny test model in fp32 on CPU), under Partial
   once, ``--questions`` questions packed on it: ``score_questions``), questions per second;
 - training: one step of what ``train.py`` runs on one sample (LoRA qkvo, ``answer_loss`` forward and backward
   through the compression seam), seconds per step;
-- the compression itself: seconds of ``vlat.compression.compress`` on an encoder output of the recording's shape.
+- the compression itself: seconds of ``vlat.audio.compression.compress`` on an encoder output of the recording's shape.
 
 Inputs as the other benchmarks: random log-mel features after 20 prompt tokens, 140 tokens per question.
 
@@ -41,11 +41,11 @@ from common import (  # noqa: E402
     write_results,
 )
 
+from vlat.audio.compression import AudioCompression, compress  # noqa: E402
 from vlat.cliargs import csv_list  # noqa: E402
-from vlat.compression import AudioCompression, compress  # noqa: E402
 from vlat.evaluation.prefix import DEFAULT_PREFILL_CHUNK, encode_audio, score_questions  # noqa: E402
-from vlat.lm_head import answer_loss  # noqa: E402
-from vlat.model_loading import prepare_for_training  # noqa: E402
+from vlat.models.lm_head import answer_loss  # noqa: E402
+from vlat.models.loading import prepare_for_training  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope  # noqa: E402
 
 OPTION_IDS = [49, 50, 51, 52]
@@ -54,7 +54,7 @@ SETTINGS = ["none", "pool:2", "pool:3", "ltbm:0.5", "ltbm:0.5:global", "ltbm:0.6
 
 def compress_seconds(model, ex, comp: AudioCompression, rounds: int) -> float:
     """Seconds of ``compress`` alone on an encoder output of the recording's shape (windows x 750 x d_model)."""
-    from vlat.audio import audio_tokens_for_frames
+    from vlat.audio.decode import audio_tokens_for_frames
 
     lengths = audio_tokens_for_frames(ex["feature_attention_mask"].sum(-1))
     p = next(model.parameters())

@@ -34,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
-from vlat.collate import expand_features  # noqa: E402
 from vlat.data import MCQABatchStream, StreamSpec  # noqa: E402
+from vlat.data.collate import expand_features  # noqa: E402
 from vlat.testing import SynthConfig, write_synth_dataset, write_tiny_model  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 Decodes a 10-minute 44.1-kHz stereo FLAC (soundfile), downmixes and resamples to 16 kHz (soxr), and computes the
 log-mel features of its 30-s windows (the model's Whisper feature extractor): the whole of
-``vlat.audio.load_audio`` + ``vlat.audio.featurize``, as training and evaluation run them.
+``vlat.audio.decode.load_audio`` + ``vlat.audio.decode.featurize``, as training and evaluation run them.
 
     python bench/featurize.py            # 10-minute file, 5 repeats
     python bench/featurize.py --tiny     # smoke run (1 minute, 1 repeat)
@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, timed, write_results  # noqa: E402
 
-from vlat.audio import featurize, load_audio  # noqa: E402
+from vlat.audio.decode import featurize, load_audio  # noqa: E402
 
 
 def main() -> None:

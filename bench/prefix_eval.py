@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, timed, write_results  # noqa: E402
 
-from vlat.audio import audio_tokens_for_frames, featurize  # noqa: E402
-from vlat.collate import MCQACollator  # noqa: E402
+from vlat.audio.decode import audio_tokens_for_frames, featurize  # noqa: E402
+from vlat.data.collate import MCQACollator  # noqa: E402
+from vlat.data.prompts import mcqa_prompt_ids  # noqa: E402
 from vlat.evaluation import encode_audio, score_questions  # noqa: E402
-from vlat.prompts import mcqa_prompt_ids  # noqa: E402
-from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_logits  # noqa: E402
+from vlat.evaluation.scoring import LOGITS_PREFIX, option_token_ids, predict_logits  # noqa: E402
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def main() -> None:
     if args.tiny:
         args.audio_tokens, args.rounds, args.size = 1500, 2, "tiny"
 
-    from vlat.model_loading import load_model
+    from vlat.models.loading import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

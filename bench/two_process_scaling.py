@@ -9,7 +9,7 @@ speed-up (median of ``--repeats`` interleaved runs):
 - ``fresh_pages``: writing newly allocated 64-MiB buffers (page faults: the kernel zeroes every new page);
 - ``parquet_decode``: the package's own reader (:func:`vlat.data.sources.read_rows`) over a mirror of the published
   YODAS2-MCQA layout (2-minute recordings inline as ``list<float>``, repeated for each question);
-- ``featurize``: :func:`vlat.audio.featurize` of a 2-minute waveform (Qwen2-Audio's Whisper extractor).
+- ``featurize``: :func:`vlat.audio.decode.featurize` of a 2-minute waveform (Qwen2-Audio's Whisper extractor).
 
     python bench/two_process_scaling.py
     python bench/two_process_scaling.py --tiny
@@ -67,7 +67,7 @@ def _parquet_decode(n: int, ctx) -> None:
 def _featurize(n: int, ctx) -> None:
     import torch
 
-    from vlat.audio import featurize
+    from vlat.audio.decode import featurize
 
     torch.set_num_threads(1)
     for _ in range(n * 3):

@@ -5,7 +5,11 @@ import pytest
 import torch
 from test_train import scalars, train, write_config
 
-from vlat.activation_checkpointing import (
+from vlat.data import MCQABatchStream, StreamSpec
+from vlat.models.lm_head import answer_loss
+from vlat.rope import AudioRopeConfig, apply_audio_rope, set_virtual_audio_tokens
+from vlat.testing.full_size import qwen2_audio_7b_config
+from vlat.training.activation_checkpointing import (
     activation_bytes,
     kept_bytes_per_token,
     layer_mask,
@@ -13,11 +17,7 @@ from vlat.activation_checkpointing import (
     policy_of,
     set_checkpointed_layers,
 )
-from vlat.data import MCQABatchStream, StreamSpec
-from vlat.lightning_module import VLATModule
-from vlat.lm_head import answer_loss
-from vlat.rope import AudioRopeConfig, apply_audio_rope, set_virtual_audio_tokens
-from vlat.testing.full_size import qwen2_audio_7b_config
+from vlat.training.module import VLATModule
 
 
 def test_policy_decisions_by_hand():

@@ -32,7 +32,7 @@ def qa(tiny_model_dir):
 
 def test_answer_equals_generate_on_the_same_prompt(qa, recording):
     import vlat
-    from vlat.prompts import chat_prompt_ids, encode_recording
+    from vlat.data.prompts import chat_prompt_ids, encode_recording
 
     assert vlat.LongAudioQA is LongAudioQA  # the Python API: vlat.LongAudioQA(model, adapter).ask(path, question)
     rec = qa.listen(recording, max_new_tokens=8)
@@ -76,7 +76,7 @@ def _adapter(tiny_model_dir, out, training):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from vlat.adapter_record import write_record
+    from vlat.training.adapter_record import write_record
 
     base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir)
     model = get_peft_model(base, LoraConfig(r=2, target_modules=r".*language_model.*\.q_proj"))
@@ -117,11 +117,11 @@ def test_within_the_window_a_base_model_keeps_vanilla(qa, recording, tmp_path):
 
 def _main(argv, capsys, monkeypatch, loads: bool = False):
     import ask
-    import vlat.model_loading
+    import vlat.models.loading
 
     capsys.readouterr()  # what the test's own setup printed
     if not loads:  # these errors come before any model loads
-        monkeypatch.setattr(vlat.model_loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+        monkeypatch.setattr(vlat.models.loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     try:
         rc = ask.main([str(a) for a in argv])
     except SystemExit as e:
@@ -183,7 +183,7 @@ def test_a_question_too_long_for_the_room_is_one_line(tiny_model_dir, recording,
 def test_the_chat_turns_end_stops_the_answer(qa, recording, monkeypatch):
     """<|im_end|> ends the answer even where the checkpoint's EOS is another token; the checkpoint's top_k applies
     when sampling (top_k 1: sampling at any temperature gives the greedy answer)."""
-    from vlat.prompts import end_of_turn_id
+    from vlat.data.prompts import end_of_turn_id
 
     rec = qa.listen(recording, max_new_tokens=6)
     greedy = qa.ask(rec, QUESTIONS[0], max_new_tokens=6)
@@ -201,7 +201,7 @@ def test_the_chat_turns_end_stops_the_answer(qa, recording, monkeypatch):
 
 
 def test_special_tokens_typed_in_a_question_are_text(qa):
-    from vlat.prompts import chat_prompt_ids, end_of_turn_id
+    from vlat.data.prompts import chat_prompt_ids, end_of_turn_id
 
     tok, end = qa.processor.tokenizer, end_of_turn_id(qa.processor.tokenizer)
     _, plain = chat_prompt_ids(qa.processor, 3, QUESTIONS[0])

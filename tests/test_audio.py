@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from vlat.audio import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens, tokens_per_second
+from vlat.audio.decode import audio_tokens_for_frames, featurize, load_audio, seconds_to_tokens, tokens_per_second
 from vlat.errors import BadSampleError
 
 

@@ -18,10 +18,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import ANSWER, synthetic_example  # noqa: E402
 from flops import Arch, prefix_eval_flops, train_step_flops  # noqa: E402
 
-from vlat.collate import MCQACollator  # noqa: E402
+from vlat.data.collate import MCQACollator  # noqa: E402
 from vlat.evaluation import encode_audio, score_questions  # noqa: E402
-from vlat.lm_head import answer_loss  # noqa: E402
-from vlat.model_loading import prepare_for_training  # noqa: E402
+from vlat.models.lm_head import answer_loss  # noqa: E402
+from vlat.models.loading import prepare_for_training  # noqa: E402
 from vlat.testing.full_size import build_random_model, qwen2_audio_7b_config  # noqa: E402
 from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E402
 

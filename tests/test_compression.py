@@ -1,4 +1,4 @@
-"""vlat.compression: pooling and merging by hand, time-aligned positions by hand under every RoPE method, ``none``
+"""vlat.audio.compression: pooling and merging by hand, time-aligned positions by hand under every RoPE method, ``none``
 bit-identical to the uncompressed path, and the forward seam equal to evaluation's shared prefix."""
 
 import copy
@@ -8,13 +8,14 @@ from fractions import Fraction
 import pytest
 import torch
 
-from vlat.audio import featurize, load_audio
-from vlat.audio_tokens import AudioTokens, encode_audio, time_layout
-from vlat.collate import MCQACollator
-from vlat.compression import AudioCompression, compress
+from vlat.audio.compression import AudioCompression, compress
+from vlat.audio.decode import featurize, load_audio
+from vlat.audio.tokens import AudioTokens, encode_audio, time_layout
+from vlat.data.collate import MCQACollator
+from vlat.data.prompts import EncodedAudio, build_mcqa_example, mcqa_prompt_ids
 from vlat.errors import ConfigError
 from vlat.evaluation import prefix as prefix_mod
-from vlat.prompts import EncodedAudio, build_mcqa_example, mcqa_prompt_ids
+from vlat.evaluation.scoring import LOGITS_PREFIX, option_token_ids, predict_generate, predict_logits
 from vlat.rope import (
     AudioRopeConfig,
     AudioTimes,
@@ -24,7 +25,6 @@ from vlat.rope import (
     set_virtual_audio_tokens,
     warp_positions,
 )
-from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate, predict_logits
 
 pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
 

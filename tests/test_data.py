@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vlat.collate import padded_fraction
 from vlat.data import ColumnMapping, MCQABatchStream, StreamSpec, normalize, read_rows, resolve
 from vlat.data.buckets import STANDARD_LENGTHS, bucket_of, requested
+from vlat.data.collate import padded_fraction
 from vlat.data.records import in_holdout, parse_inline_question, parse_label
 from vlat.data.sources import SourceError
 from vlat.errors import BadSampleError

@@ -194,8 +194,8 @@ def _same_shape_other_base_adapter(tmp_path, record: bool):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from vlat.adapter_record import write_record
     from vlat.testing import TinyModelConfig, write_tiny_model
+    from vlat.training.adapter_record import write_record
 
     other_dir = write_tiny_model(tmp_path / "other-base", TinyModelConfig(seed=1))
     other = Qwen2AudioForConditionalGeneration.from_pretrained(other_dir)

@@ -87,7 +87,7 @@ def test_af3_prompt_equals_its_stock_processor_without_the_600_s_cap(af3_process
     """vlat's MCQA prompt of a 75-s recording is token for token what AudioFlamingo3Processor makes of the same chat
     (one <sound> run of 750 + 750 + 375 tokens, identical features and mask); at 11 minutes the stock processor
     truncates to its 600 s (15,000 tokens) while vlat keeps the whole recording (16,500)."""
-    from vlat.prompts import INSTRUCTION, SYSTEM_PROMPT, build_mcqa_example, encode_recording, format_question
+    from vlat.data.prompts import INSTRUCTION, SYSTEM_PROMPT, build_mcqa_example, encode_recording, format_question
 
     question, options = "Which marker is heard?", ["bell", "horn", "chime", "whistle"]
     wav = tones(75)
@@ -124,8 +124,8 @@ def test_af3_prompt_equals_its_stock_processor_without_the_600_s_cap(af3_process
 
 
 def test_af3_audio_tokens_equal_its_stock_audio_path(tiny_af3_model, af3_processor):
-    from vlat.audio_tokens import encode_audio
-    from vlat.prompts import encode_recording
+    from vlat.audio.tokens import encode_audio
+    from vlat.data.prompts import encode_recording
 
     enc = encode_recording(af3_processor, tones(75))
     inner = tiny_af3_model.model
@@ -186,7 +186,7 @@ def test_ask_af3_equals_generate(tiny_af3_model_dir, tmp_path):
     what the stock generate() gives for the same prompt."""
     import soundfile as sf
 
-    from vlat.prompts import chat_prompt_ids, encode_recording
+    from vlat.data.prompts import chat_prompt_ids, encode_recording
     from vlat.qa import LongAudioQA
 
     path = tmp_path / "talk.flac"

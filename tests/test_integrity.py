@@ -10,11 +10,11 @@ import pytest
 import torch
 from test_train import DDP_ONE_EPOCH, scalars, train, with_callback, write_config
 
-from vlat.checkpointing import ADAPTER_KEY, newest_checkpoint
-from vlat.cli import resolve_ckpt_path
 from vlat.errors import ConfigError
 from vlat.evaluation.runner import resolve_adapters, split_label
 from vlat.testing.synth_data import QUESTIONS
+from vlat.training.checkpointing import ADAPTER_KEY, newest_checkpoint
+from vlat.training.cli import resolve_ckpt_path
 
 EVERY_3 = {"trainer.limit_val_batches": 0, "trainer.callbacks.1.init_args.every_n_train_steps": 3}
 

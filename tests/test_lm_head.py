@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlat.collate import model_inputs
 from vlat.data import MCQABatchStream, StreamSpec
-from vlat.lm_head import answer_loss, backbone, logits_at
-from vlat.model_loading import prepare_for_training
+from vlat.data.collate import model_inputs
+from vlat.models.lm_head import answer_loss, backbone, logits_at
+from vlat.models.loading import prepare_for_training
 from vlat.rope import AudioRopeConfig, apply_audio_rope
 
 pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions

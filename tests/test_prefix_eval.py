@@ -9,14 +9,14 @@ import pytest
 import torch
 
 import vlat.evaluation.prefix as prefix_mod
-from vlat.audio import audio_tokens_for_frames, featurize, load_audio
-from vlat.collate import MCQACollator, model_inputs
+from vlat.audio.decode import audio_tokens_for_frames, featurize, load_audio
+from vlat.data.collate import MCQACollator, model_inputs
+from vlat.data.prompts import build_mcqa_example, mcqa_prompt_ids
 from vlat.evaluation.memory import kv_bytes_per_token, recording_need
 from vlat.evaluation.prefix import cache_elements, encode_audio, generate_answers, prefill, score_questions
-from vlat.prompts import build_mcqa_example, mcqa_prompt_ids
+from vlat.evaluation.scoring import LOGITS_PREFIX, option_token_ids, predict_generate, predict_logits
 from vlat.rope import AudioRopeConfig, apply_audio_rope
 from vlat.rope.hf_cache import cache_in
-from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_generate, predict_logits
 
 pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
 

@@ -3,9 +3,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from vlat.collate import MCQACollator, expand_features, model_inputs
+from vlat.data.collate import MCQACollator, expand_features, model_inputs
+from vlat.data.prompts import build_mcqa_example, encode_recording
 from vlat.errors import BadSampleError
-from vlat.prompts import build_mcqa_example, encode_recording
 from vlat.rope import AudioRopeConfig, apply_audio_rope, warn_if_beyond_context
 
 OPTIONS = ["a red kite", "a blue car", "a green pen", "a gold ring"]

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from vlat.collate import MCQACollator
-from vlat.prompts import build_mcqa_example
+from vlat.data.collate import MCQACollator
+from vlat.data.prompts import build_mcqa_example
+from vlat.evaluation.scoring import LOGITS_PREFIX, option_token_ids, parse_answer, predict_generate, predict_logits
 from vlat.rope import AudioRopeConfig, apply_audio_rope
-from vlat.scoring import LOGITS_PREFIX, option_token_ids, parse_answer, predict_generate, predict_logits
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,7 @@ def test_smoke_training_writes_events_adapter_and_learns(tmp_path, tiny_model_di
     for name, p in lora.items():
         torch.testing.assert_close(p.detach(), by_suffix[name.split("language_model.", 1)[1]])
     # it records the base model it was trained on (checked before an evaluation scores it)
-    from vlat.adapter_record import base_fingerprint, read_record
+    from vlat.training.adapter_record import base_fingerprint, read_record
 
     record = read_record(adapter)
     assert record["base_model"] == str(tiny_model_dir)
@@ -288,10 +288,10 @@ def test_ddp_epoch_with_workers_sees_every_question_once(tmp_path, tiny_model_di
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_parses(config, tmp_path, monkeypatch, tiny_model_dir):
-    from vlat.cli import VLATCLI
     from vlat.data import YODAS2MCQADataModule
-    from vlat.lightning_module import VLATModule
-    from vlat.vlat_callback import VirtualLongformCallback
+    from vlat.training.cli import VLATCLI
+    from vlat.training.module import VLATModule
+    from vlat.training.vlat_callback import VirtualLongformCallback
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".smoke").mkdir()

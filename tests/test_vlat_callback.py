@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 import torch
 
-from vlat.vlat_callback import VirtualLongformCallback, strategy_factors
+from vlat.training.vlat_callback import VirtualLongformCallback, strategy_factors
 
 
 @pytest.mark.parametrize(

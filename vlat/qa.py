@@ -5,7 +5,7 @@ encoded (the audio tower, 30-s windows a few at a time) and its prompt prefix (c
 once, in chunks, into one KV cache (:mod:`vlat.evaluation.prefix`); every question continues from that copy and the
 cache is cropped back to the prefix afterwards, so follow-up questions cost only their own tokens.
 
-The audio RoPE extension comes from the adapter's record of how it was trained (:mod:`vlat.adapter_record`),
+The audio RoPE extension comes from the adapter's record of how it was trained (:mod:`vlat.training.adapter_record`),
 unless set explicitly; a base model without an adapter gets Partial PI (§4) when the recording is longer than the
 model's native window and vanilla positions within it.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlat.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
-from vlat.audio import seconds_to_tokens
+from vlat.audio.decode import seconds_to_tokens
+from vlat.data.prompts import SYSTEM_PROMPT, chat_prompt_ids, encode_recording, end_of_turn_id
 from vlat.errors import BadSampleError, ConfigError
 from vlat.models import family_of_model
-from vlat.prompts import SYSTEM_PROMPT, chat_prompt_ids, encode_recording, end_of_turn_id
 from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope
+from vlat.training.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
 
 METHODS = ("auto", "vanilla", "partial_pi", "partial_yarn", "whole_pi", "whole_yarn")
 QUESTION_TOKENS = 1024  # KV-cache room reserved behind the prefix for a question, beside its answer
@@ -117,7 +117,7 @@ class LongAudioQA:
         allow_other_base: bool = False,
         progress: bool = True,
     ):
-        from vlat.model_loading import check_model_source, load_model, load_processor
+        from vlat.models.loading import check_model_source, load_model, load_processor
 
         settings.validate()
         check_model_source(model, "model")

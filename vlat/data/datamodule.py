@@ -5,14 +5,14 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from vlat.collate import expand_features
-from vlat.compression import AudioCompression
+from vlat.audio.compression import AudioCompression
 from vlat.data.buckets import DEFAULT_TOLERANCE
+from vlat.data.collate import expand_features
 from vlat.data.records import ColumnMapping
 from vlat.data.sources import Source, resolve
 from vlat.data.stream import MCQABatchStream, StreamSpec
 from vlat.errors import ConfigError
-from vlat.model_loading import check_model_source, load_processor
+from vlat.models.loading import check_model_source, load_processor
 
 
 class YODAS2MCQADataModule(L.LightningDataModule):
@@ -42,7 +42,7 @@ class YODAS2MCQADataModule(L.LightningDataModule):
         infinite_train: repeat passes over the training data (train by ``max_steps``).
         seed: seed of shuffling and of the video-level split.
         audio_compression: audio tokens per recording in the prompts (linked to ``model.audio_compression`` in
-            ``train.py``; :mod:`vlat.compression`).
+            ``train.py``; :mod:`vlat.audio.compression`).
         restart_pass: on resume, start the next data pass afresh instead of continuing the checkpoint's pass (the
             rest of that pass is not trained on). Needed to resume under another ``num_workers``, number of ranks,
             batch size or data settings: the position inside a pass is counted in batches of its layout, so

@@ -26,14 +26,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vlat.data.prompts import validate_mcqa
 from vlat.data.sources import as_float_audio
 from vlat.errors import BadSampleError
-from vlat.prompts import validate_mcqa
 
 Layout = Literal["auto", "yodas2", "choices", "correct_incorrect", "reference"]
 _INLINE_OPTION = re.compile(r"\((\d)\)\s*(.*?)(?=\s*\(\d\)|\Z)", re.S)
 _OPTION_MARK = re.compile(r"(?:^|\n)[ \t]*\((\d)\)[ \t]*")
-# the dataset's own answer-format instruction; our prompt states the format itself (vlat.prompts.INSTRUCTION)
+# the dataset's own answer-format instruction; our prompt states the format itself (vlat.data.prompts.INSTRUCTION)
 YODAS2_INSTRUCTION = re.compile(r"[ \t]*Provide only the choice number and the statement\.?[ \t]*", re.I)
 
 
@@ -87,7 +87,7 @@ class Record:
     id: str
     video_id: str  # the video when the data names one, else the recording
     recording_id: str  # the audio file, or a content hash of inline audio
-    audio: Any  # anything vlat.audio.load_audio reads: a path, bytes, a datasets dict or (array, rate)
+    audio: Any  # anything vlat.audio.decode.load_audio reads: a path, bytes, a datasets dict or (array, rate)
     duration: float  # seconds, from the audio itself
     question: str
     options: list[str]

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vlat.collate import MCQACollator, shared
-from vlat.compression import AudioCompression
+from vlat.audio.compression import AudioCompression
 from vlat.data.buckets import DEFAULT_TOLERANCE, bucket_of, requested
+from vlat.data.collate import MCQACollator, shared
 from vlat.data.plan import batches_before, pass_rng, plan_pass, row_order
+from vlat.data.prompts import EncodedAudio, build_mcqa_example, encode_recording
 from vlat.data.records import ColumnMapping, Record, in_holdout, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve, warm_arrow_to_numpy
 from vlat.errors import BadSampleError
-from vlat.prompts import EncodedAudio, build_mcqa_example, encode_recording
 
 log = logging.getLogger("vlat.data")
 
@@ -254,7 +254,7 @@ class MCQABatchStream(IterableDataset):
 
     def _encode(self, rec: Record) -> EncodedAudio | BadSampleError:
         """A recording's features, in a worker made in shared memory once: the batches of its questions carry them
-        by reference (:class:`vlat.collate.MCQACollator` ``share_features``)."""
+        by reference (:class:`vlat.data.collate.MCQACollator` ``share_features``)."""
         try:
             enc = encode_recording(self.processor, rec.audio, max_audio_seconds=self.max_audio_seconds, name=rec.id)
         except BadSampleError as e:

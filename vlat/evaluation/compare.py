@@ -51,7 +51,7 @@ def run_config(base: dict, strategy: str, seed: int, run_dir: Path) -> dict:
         callbacks.insert(
             0,
             {
-                "class_path": "vlat.vlat_callback.VirtualLongformCallback",
+                "class_path": "vlat.training.vlat_callback.VirtualLongformCallback",
                 "init_args": {"strategy": strategy, "seed": seed, **({"per_sample": True} if per_sample else {})},
             },
         )

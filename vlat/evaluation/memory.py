@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlat.device_memory import size
+from vlat.training.device_memory import size
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ after the prefix for every question), and greedy decoding continues every questi
 The cache is one buffer sized once for prefix + packed tokens (no per-question copies, no regrowth). Afterwards it
 is cropped back to the prefix. Attention kernels that take no 4-D mask (flash-attention 2) run the questions in
 turn on the same cache instead. Predictions equal those of evaluating each question alone (same tokens:
-:func:`vlat.prompts.mcqa_prompt_ids`; tested).
+:func:`vlat.data.prompts.mcqa_prompt_ids`; tested).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from vlat import audio_tokens
-from vlat.audio_tokens import AudioTokens, prompt_embeds, time_layout
-from vlat.lm_head import backbone
+from vlat.audio import tokens as audio_tokens
+from vlat.audio.tokens import AudioTokens, prompt_embeds, time_layout
+from vlat.evaluation.scoring import Prediction, parse_answer
+from vlat.models.lm_head import backbone
 from vlat.rope import current_compression, find_audio_model, plan_chunked_prefill
 from vlat.rope.hf_cache import with_cache
-from vlat.scoring import Prediction, parse_answer
 
 DEFAULT_PREFILL_CHUNK = 4096  # tokens per prefill forward: ~0.5 GiB of activations on the 7B model in bf16
 ENCODE_WINDOWS = 8  # 30-s windows per audio-tower forward

@@ -15,16 +15,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vlat.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
-from vlat.audio import featurize, load_audio, seconds_to_tokens
-from vlat.audio_tokens import time_layout
-from vlat.checkpointing import UnsafeCheckpointError, adapter_dir_for, adapter_files
-from vlat.compression import AudioCompression
+from vlat.audio.compression import AudioCompression
+from vlat.audio.decode import featurize, load_audio, seconds_to_tokens
+from vlat.audio.tokens import time_layout
 from vlat.data.buckets import DEFAULT_TOLERANCE
+from vlat.data.prompts import EncodedAudio, mcqa_prompt_ids
 from vlat.data.records import ColumnMapping, Record, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
-from vlat.device_memory import available_bytes, size
 from vlat.errors import BadSampleError, ConfigError
 from vlat.evaluation.memory import recording_need
 from vlat.evaluation.prefix import (
@@ -34,9 +32,9 @@ from vlat.evaluation.prefix import (
     reserved_tokens,
     score_questions,
 )
+from vlat.evaluation.scoring import LOGITS_PREFIX, option_token_ids
 from vlat.evaluation.tables import aggregate
-from vlat.model_loading import check_model_source, load_model, load_processor, text_head_dim
-from vlat.prompts import EncodedAudio, mcqa_prompt_ids
+from vlat.models.loading import check_model_source, load_model, load_processor, text_head_dim
 from vlat.rope import (
     METHODS,
     AudioRopeConfig,
@@ -45,7 +43,9 @@ from vlat.rope import (
     find_audio_model,
     warn_if_beyond_context,
 )
-from vlat.scoring import LOGITS_PREFIX, option_token_ids
+from vlat.training.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
+from vlat.training.checkpointing import UnsafeCheckpointError, adapter_dir_for, adapter_files
+from vlat.training.device_memory import available_bytes, size
 
 SKIPS_SHOWN = 20  # skipped questions named on the terminal (all of them are in results.json)
 
@@ -61,7 +61,7 @@ class EvalSpec:
     adapters: list[str] = field(default_factory=list)  # DIR, .ckpt, or LABEL=PATH
     split: str = "test"
     methods: list[str] = field(default_factory=lambda: ["vanilla", "partial_pi"])
-    compressions: list[str] = field(default_factory=lambda: ["none"])  # vlat.compression settings
+    compressions: list[str] = field(default_factory=lambda: ["none"])  # vlat.audio.compression settings
     original_audio_seconds: float = 30.0
     cutoff_dim: int = 0
     temperature: float = 1.0

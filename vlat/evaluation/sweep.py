@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from vlat.audio import featurize, load_audio
+from vlat.audio.decode import featurize, load_audio
+from vlat.data.prompts import EncodedAudio, mcqa_prompt_ids
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
+from vlat.evaluation.scoring import LOGITS_PREFIX
 from vlat.evaluation.stats import accuracy_interval, distinguishable, paired_difference
 from vlat.io import published_files
-from vlat.model_loading import check_model_source, text_head_dim
-from vlat.prompts import EncodedAudio, mcqa_prompt_ids
+from vlat.models.loading import check_model_source, text_head_dim
 from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope
-from vlat.scoring import LOGITS_PREFIX
 
 DEFAULT_CUTOFFS = [56, 48, 40, 32, 24, 16, 8]
 DEFAULT_TEMPERATURES = [round(0.5 + 0.1 * i, 1) for i in range(12)]  # 0.5 .. 1.6

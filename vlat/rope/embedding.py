@@ -7,7 +7,7 @@ that :mod:`vlat.rope.patch` prepares for the current call:
   warped audio tokens are scaled by ``1/sqrt(t)``;
 - whole methods: Hugging Face's own ``linear`` / ``yarn`` inverse frequencies and attention factor, per sample.
 
-With compressed audio (:mod:`vlat.compression`) the plan also carries ``raw``: the time-aligned unwarped positions
+With compressed audio (:mod:`vlat.audio.compression`) the plan also carries ``raw``: the time-aligned unwarped positions
 that replace ``position_ids`` everywhere (vanilla included). Without a plan (vanilla, or a call that bypasses the
 outer model) it computes exactly what the stock module does.
 """
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from vlat.compression import AudioCompression
+from vlat.audio.compression import AudioCompression
 from vlat.rope.config import AudioRopeConfig
 
 

@@ -18,11 +18,11 @@ Per call, the hook:
 A 4-D attention mask (packed questions on a shared prefix, :mod:`vlat.evaluation.prefix`) needs explicit
 ``position_ids``; every token of such a call is real.
 
-Audio-token compression (:func:`apply_audio_compression`, :mod:`vlat.compression`) uses the same seam: when a call
-brings ``input_features``, the hook encodes and compresses them (:func:`vlat.audio_tokens.encode_audio`), places them
+Audio-token compression (:func:`apply_audio_compression`, :mod:`vlat.audio.compression`) uses the same seam: when a call
+brings ``input_features``, the hook encodes and compresses them (:func:`vlat.audio.tokens.encode_audio`), places them
 in the ``<|AUDIO|>`` run as ``inputs_embeds`` (the stock forward then skips its own audio path) and plans
 time-aligned positions from each token's time. The prompt must hold the compressed count of audio tokens
-(:func:`vlat.prompts.build_mcqa_example` with the same setting).
+(:func:`vlat.data.prompts.build_mcqa_example` with the same setting).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from vlat.compression import AudioCompression
+from vlat.audio.compression import AudioCompression
 from vlat.models import family_of_model, find_audio_model
 from vlat.rope.config import AudioRopeConfig
 from vlat.rope.embedding import AudioRotaryEmbedding, RopePlan, temperature_scale
@@ -146,7 +146,7 @@ def plan_chunked_prefill(model: nn.Module, input_ids: torch.Tensor, cache, times
 
     The plan of the whole prompt is computed here and stored on ``cache``; each chunk's forward (``input_ids`` of
     the chunk, with ``cache`` as its KV cache) uses its slice, so the result equals one forward over the whole prompt.
-    ``times``: the audio tokens' times when they are compressed (:func:`vlat.audio_tokens.time_layout`). Vanilla
+    ``times``: the audio tokens' times when they are compressed (:func:`vlat.audio.tokens.time_layout`). Vanilla
     RoPE without compression needs no plan (stock positions are already exact in chunks)."""
     rotary = installed_rope(model)
     if rotary is None:
@@ -173,7 +173,7 @@ def _chunk_of(prefill, past_len: int, seqlen: int) -> tuple[RopePlan, tuple]:
 
 def _compress_inputs(rotary: AudioRotaryEmbedding, module, input_ids, audio_token_id: int, kwargs) -> AudioTimes:
     """Encode and compress this call's audio into ``inputs_embeds``; the audio tokens' times."""
-    from vlat.audio_tokens import encode_audio, prompt_embeds, time_layout
+    from vlat.audio.tokens import encode_audio, prompt_embeds, time_layout
 
     mask = family_of_model(module).feature_mask(kwargs)
     tokens = encode_audio(module, kwargs["input_features"], mask, rotary.compression)

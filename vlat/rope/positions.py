@@ -6,7 +6,7 @@ positions: text before the run keeps its positions; the j-th audio token gets ``
 accumulate. A run is left untouched (no warp, no temperature) when ``n <= S``, unless ``warp_all`` (VLAT) is set.
 S is one number for the whole batch, or one per sample (VLAT with per-sample virtual lengths).
 
-**Compressed audio** (:mod:`vlat.compression`): a run of m tokens then stands for n > m tokens of the uncompressed
+**Compressed audio** (:mod:`vlat.audio.compression`): a run of m tokens then stands for n > m tokens of the uncompressed
 25 tokens/s grid, and its tokens are placed by *time*, not by count: token j, whose time in the run is ``c_j``
 (the mean uncompressed index it covers, :class:`AudioTimes`), gets ``p + c_j`` unwarped and ``p + c_j (S-1)/(n-1)``
 warped; the run occupies n (or S) positions as it would uncompressed, so later tokens are shifted by ``n - m``

@@ -82,7 +82,7 @@ class BaseModelConfig:
 
 def task_corpus(task: SynthConfig = BASE_TASK) -> list[str]:
     """Text the base tokenizer learns its merges from: the chat template's words, the prompt and the task."""
-    from vlat.prompts import INSTRUCTION, SYSTEM_PROMPT
+    from vlat.data.prompts import INSTRUCTION, SYSTEM_PROMPT
 
     options = [f"({i}) {name}" for i in range(1, 5) for name in (*MARKERS, *PITCHES)]
     words = [
@@ -110,7 +110,7 @@ class _Clips:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, seconds: float):
-        from vlat.prompts import encode_recording
+        from vlat.data.prompts import encode_recording
 
         task = self.task
         scene = draw_scene(int(seconds // task.slot_seconds), self.rng)
@@ -130,7 +130,7 @@ class _Clips:
 
 
 def _transcription(processor, enc, seq: list[str]) -> dict:
-    from vlat.prompts import IGNORE_INDEX, end_of_turn_id, mcqa_prompt_ids
+    from vlat.data.prompts import IGNORE_INDEX, end_of_turn_id, mcqa_prompt_ids
 
     tok = processor.tokenizer
     prefix, _ = mcqa_prompt_ids(processor, enc.tokens(), "x", ["x"] * 4)
@@ -165,7 +165,7 @@ def _frame_loss(model, head, clips: list) -> tuple[torch.Tensor, float]:
 
 def _text_batch(processor, rng: np.random.Generator, task: SynthConfig, n: int, model):
     """(logits, targets) of a batch of audio-free prompts with random answers: every next token is a target."""
-    from vlat.prompts import end_of_turn_id, format_answer, mcqa_prompt_ids
+    from vlat.data.prompts import end_of_turn_id, format_answer, mcqa_prompt_ids
 
     tok = processor.tokenizer
     rows = []
@@ -185,9 +185,9 @@ def _text_batch(processor, rng: np.random.Generator, task: SynthConfig, n: int, 
 
 def accuracy(model, processor, recordings: list, batch_size: int = 20) -> tuple[float, dict[str, float]]:
     """Logits-scoring accuracy over the recordings' questions (the evaluation's method), overall and per kind."""
-    from vlat.collate import MCQACollator
-    from vlat.prompts import build_mcqa_example
-    from vlat.scoring import LOGITS_PREFIX, option_token_ids, predict_logits
+    from vlat.data.collate import MCQACollator
+    from vlat.data.prompts import build_mcqa_example
+    from vlat.evaluation.scoring import LOGITS_PREFIX, option_token_ids, predict_logits
 
     tok = processor.tokenizer
     collate = MCQACollator(tok.pad_token_id, padding_side="left")
@@ -211,9 +211,9 @@ def accuracy(model, processor, recordings: list, batch_size: int = 20) -> tuple[
 
 def train_base_model(cfg: BaseModelConfig = BaseModelConfig(), progress=print):
     """Train and return ``(model, processor, record)``; ``record`` holds the settings, times and accuracy."""
-    from vlat.collate import MCQACollator
-    from vlat.lm_head import answer_loss
-    from vlat.prompts import build_mcqa_example
+    from vlat.data.collate import MCQACollator
+    from vlat.data.prompts import build_mcqa_example
+    from vlat.models.lm_head import answer_loss
 
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(corpus=task_corpus(cfg.task))

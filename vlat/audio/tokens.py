@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vlat.audio import audio_tokens_for_frames
-from vlat.compression import AudioCompression, compress
+from vlat.audio.compression import AudioCompression, compress
+from vlat.audio.decode import audio_tokens_for_frames
 from vlat.rope.positions import AudioTimes
 
 

@@ -4,7 +4,7 @@
   file, whatever filesystem ``$TMPDIR`` is on): an interrupted save or a full disk leaves the previous checkpoint.
 - Each checkpoint carries its adapter's files (``vlat_adapter``); ``<name>-adapter/`` beside it is the same adapter
   in PEFT format for ``PeftModel.from_pretrained``, with the base model it was trained on recorded
-  (:mod:`vlat.adapter_record`). ``evaluate.py --adapter X.ckpt`` loads the bytes inside
+  (:mod:`vlat.training.adapter_record`). ``evaluate.py --adapter X.ckpt`` loads the bytes inside
   ``X.ckpt``, so it always evaluates the weights saved with that checkpoint.
 - ``--ckpt_path last`` resumes from the newest complete checkpoint (:func:`newest_checkpoint`).
 - An unwritable checkpoint directory is an error at setup, before the model loads.
@@ -27,8 +27,8 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vlat.adapter_record import training_settings, write_record
 from vlat.io import TMP_SUFFIX, check_output_dir, make_staging_dir, publish_dir, write_file_atomic
+from vlat.training.adapter_record import training_settings, write_record
 
 log = logging.getLogger("vlat")
 ADAPTER_KEY = "vlat_adapter"  # {file name: bytes} of the PEFT adapter saved with the checkpoint

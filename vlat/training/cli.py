@@ -16,13 +16,13 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from vlat.checkpointing import UnsafeCheckpointError, load_checkpoint_head, newest_checkpoint
 from vlat.data import YODAS2MCQADataModule
 from vlat.errors import ConfigError
 from vlat.io import check_output_dir
-from vlat.lightning_module import VLATModule
-from vlat.progress import StepProgressBar
-from vlat.vlat_callback import strategy_factors
+from vlat.training.checkpointing import UnsafeCheckpointError, load_checkpoint_head, newest_checkpoint
+from vlat.training.module import VLATModule
+from vlat.training.progress import StepProgressBar
+from vlat.training.vlat_callback import strategy_factors
 
 
 class VLATCLI(LightningCLI):
@@ -37,7 +37,7 @@ class VLATCLI(LightningCLI):
         )
 
     def instantiate_trainer(self, **kwargs):
-        """Lightning's default progress bar becomes one that counts optimizer steps (:mod:`vlat.progress`)."""
+        """Lightning's default progress bar becomes one that counts optimizer steps (:mod:`vlat.training.progress`)."""
         trainer = super().instantiate_trainer(**kwargs)
         bar = trainer.progress_bar_callback
         if type(bar) in (RichProgressBar, TQDMProgressBar):

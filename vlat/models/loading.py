@@ -105,18 +105,23 @@ def prepare_for_training(
     gradient_checkpointing: bool | str = "off",
 ):
     """Freeze ``model``, add LoRA to its language model (dropout fused into ``lora_A``) and set up activation
-    checkpointing by policy (:mod:`vlat.activation_checkpointing`: ``full`` / ``selective`` set here, ``auto`` per
+    checkpointing by policy (:mod:`vlat.training.activation_checkpointing`: ``full`` / ``selective`` set here, ``auto`` per
     batch by the caller).
 
     What ``VLATModule`` trains (and ``bench/train_step.py`` measures). Returns the PEFT-wrapped model.
     """
-    from vlat.activation_checkpointing import layer_mask, layers_to_checkpoint, policy_of, set_checkpointed_layers
-    from vlat.lora_dropout import fuse_lora_dropout
+    from vlat.training.activation_checkpointing import (
+        layer_mask,
+        layers_to_checkpoint,
+        policy_of,
+        set_checkpointed_layers,
+    )
+    from vlat.training.lora_dropout import fuse_lora_dropout
 
     policy = policy_of(gradient_checkpointing)
     model.requires_grad_(False)
     model = add_lora(model, lora_targets, lora_rank, lora_alpha, lora_dropout)
-    fuse_lora_dropout(model)  # no stored masks or dropped copies of the activations (vlat.lora_dropout)
+    fuse_lora_dropout(model)  # no stored masks or dropped copies of the activations (vlat.training.lora_dropout)
     if policy != "off":
         # transformers hooks every input-embedding layer to require grad, the audio tower's conv1 included,
         # which makes the frozen encoder build a full autograd graph. Non-reentrant checkpointing needs no

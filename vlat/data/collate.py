@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import get_worker_info
 
-from vlat.prompts import IGNORE_INDEX
+from vlat.data.prompts import IGNORE_INDEX
 
 MODEL_KEYS = ("input_ids", "attention_mask", "input_features", "feature_attention_mask", "labels")
 

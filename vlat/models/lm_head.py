@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlat.collate import model_inputs
+from vlat.data.collate import model_inputs
+from vlat.data.prompts import IGNORE_INDEX
 from vlat.models import find_audio_model, forward_kwargs
-from vlat.prompts import IGNORE_INDEX
 
 
 def backbone(model, **inputs):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vlat.audio import AudioSource, audio_tokens_for_frames, featurize, load_audio
-from vlat.compression import AudioCompression
+from vlat.audio.compression import AudioCompression
+from vlat.audio.decode import AudioSource, audio_tokens_for_frames, featurize, load_audio
 from vlat.errors import BadSampleError
 
 N_OPTIONS = 4
@@ -35,7 +35,7 @@ class EncodedAudio:
     feature_mask: torch.Tensor  # (W, frames)
 
     def tokens(self, compression: AudioCompression | str | None = None) -> int:
-        """Audio tokens the language model sees (per 30-s window, compressed: :mod:`vlat.compression`)."""
+        """Audio tokens the language model sees (per 30-s window, compressed: :mod:`vlat.audio.compression`)."""
         per_window = audio_tokens_for_frames(self.feature_mask.sum(-1))
         return int(AudioCompression.parse(compression).count(per_window).sum())
 
@@ -43,7 +43,7 @@ class EncodedAudio:
 def encode_recording(
     processor, audio: AudioSource | np.ndarray, *, max_audio_seconds: float | None = None, name: str = "sample"
 ) -> EncodedAudio:
-    """Decode (any source :func:`vlat.audio.load_audio` reads, or a waveform at the extractor's rate) and featurise."""
+    """Decode (any source :func:`vlat.audio.decode.load_audio` reads, or a waveform at the extractor's rate) and featurise."""
     fe = processor.feature_extractor
     src = (audio, fe.sampling_rate) if isinstance(audio, np.ndarray) else audio
     wav = load_audio(src, fe.sampling_rate, max_seconds=max_audio_seconds, name=name)
@@ -156,7 +156,7 @@ def build_mcqa_example(
 
     Args:
         processor: the model's ``Qwen2AudioProcessor`` (tokenizer + Whisper feature extractor + chat template).
-        audio: a 16-kHz float waveform, anything :func:`vlat.audio.load_audio` reads, or an :class:`EncodedAudio`
+        audio: a 16-kHz float waveform, anything :func:`vlat.audio.decode.load_audio` reads, or an :class:`EncodedAudio`
             (one decode per recording, shared by its questions).
         answer: 0-based index of the correct option; when given, ``labels`` hold ``(N) option<|im_end|>``.
         audio_compression: the model's compression setting: the audio run holds that many tokens.

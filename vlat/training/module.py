@@ -12,25 +12,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from vlat.activation_checkpointing import (
-    CheckpointPolicy,
-    kept_bytes_per_token,
-    layer_mask,
-    layers_to_checkpoint,
-    policy_of,
-    set_checkpointed_layers,
-)
-from vlat.audio import seconds_to_tokens
-from vlat.checkpointing import adapter_dir_for
-from vlat.collate import padded_fraction
-from vlat.compression import AudioCompression
-from vlat.device_memory import GIB, available_bytes
+from vlat.audio.compression import AudioCompression
+from vlat.audio.decode import seconds_to_tokens
+from vlat.data.collate import padded_fraction
+from vlat.data.prompts import N_OPTIONS
 from vlat.errors import REASONS, ConfigError
+from vlat.evaluation.scoring import option_token_ids, predict_logits
 from vlat.evaluation.stats import Interval, accuracy_interval
-from vlat.fused_kernels import FusedKernels, apply_fused_kernels, use_fused_kernels
-from vlat.fused_kernels import available as fused_kernels_installed
-from vlat.lm_head import answer_loss
-from vlat.model_loading import (
+from vlat.models.lm_head import answer_loss
+from vlat.models.loading import (
     LoraTargets,
     check_model_source,
     load_model,
@@ -41,7 +31,6 @@ from vlat.model_loading import (
     set_lora_input_casting,
     text_head_dim,
 )
-from vlat.prompts import N_OPTIONS
 from vlat.rope import (
     METHODS,
     AudioRopeConfig,
@@ -51,7 +40,18 @@ from vlat.rope import (
     find_audio_model,
     warn_if_beyond_context,
 )
-from vlat.scoring import option_token_ids, predict_logits
+from vlat.training.activation_checkpointing import (
+    CheckpointPolicy,
+    kept_bytes_per_token,
+    layer_mask,
+    layers_to_checkpoint,
+    policy_of,
+    set_checkpointed_layers,
+)
+from vlat.training.checkpointing import adapter_dir_for
+from vlat.training.device_memory import GIB, available_bytes
+from vlat.training.fused_kernels import FusedKernels, apply_fused_kernels, use_fused_kernels
+from vlat.training.fused_kernels import available as fused_kernels_installed
 
 log = logging.getLogger("vlat")
 
@@ -71,12 +71,12 @@ class VLATModule(L.LightningModule):
         original_audio_seconds: the familiar audio window in seconds (30 s = 750 tokens on Qwen2-Audio).
         cutoff_dim, temperature: Partial YaRN settings (only with ``partial_yarn``).
         audio_compression: audio tokens compressed per 30-s window before the language model, LoRA trains on them:
-            ``none``, ``pool:K``, ``ltbm:R[:W|:global]`` (:mod:`vlat.compression`); positions stay time-aligned.
+            ``none``, ``pool:K``, ``ltbm:R[:W|:global]`` (:mod:`vlat.audio.compression`); positions stay time-aligned.
         gradient_checkpointing: non-reentrant activation checkpointing as a policy (``auto``: per batch, the fewest
             decoder layers that fit the activation budget, none when the batch fits; ``full``; ``selective``: every
-            other layer; ``off``; ``true``/``false`` = full/off). See :mod:`vlat.activation_checkpointing`.
+            other layer; ``off``; ``true``/``false`` = full/off). See :mod:`vlat.training.activation_checkpointing`.
         fused_kernels: ``auto`` (Liger-Kernel's fused RMSNorm / SwiGLU / rotary on CUDA when installed, the ``fast``
-            extra), ``on`` (required) or ``off``; never on CPU. See :mod:`vlat.fused_kernels`.
+            extra), ``on`` (required) or ``off``; never on CPU. See :mod:`vlat.training.fused_kernels`.
         activation_memory_gib: the activation budget ``auto`` plans with; default: 90% of the device memory available
             when training starts.
         learning_rate, weight_decay: AdamW settings (paper: 5e-5).
