@@ -347,3 +347,16 @@ def test_training_on_compressed_audio(tmp_path, tiny_model_dir, synth_dir):
     res = train(bad, check=False)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("train.py: error: model.audio_compression: 'pool:1'")
+
+
+def test_a_config_naming_a_moved_class_is_one_line(tmp_path):
+    """Configs written before the modules were grouped name vlat.vlat_callback / vlat.checkpointing: one line saying
+    where the class is now, before anything loads."""
+    old = (ROOT / "configs" / "smoke.yaml").read_text().replace("vlat.training.checkpointing.", "vlat.checkpointing.")
+    (tmp_path / "old.yaml").write_text(old)
+    res = train(tmp_path / "old.yaml", check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"train.py: error: config {tmp_path / 'old.yaml'}: class_path vlat.checkpointing.AdapterCheckpoint is now "
+        "vlat.training.checkpointing.AdapterCheckpoint (edit the file)"
+    ]

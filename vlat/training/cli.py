@@ -52,6 +52,30 @@ class VLATCLI(LightningCLI):
                 strategy_factors(args.get("strategy", "default"), args.get("factors"))
 
 
+# class paths a config may still name from before vlat's modules were grouped into packages (2026-12-06)
+MOVED_CLASS_PATHS = {
+    "vlat.vlat_callback.": "vlat.training.vlat_callback.",
+    "vlat.checkpointing.": "vlat.training.checkpointing.",
+    "vlat.lightning_module.": "vlat.training.module.",
+}
+
+
+def check_moved_class_paths(args: list[str]) -> None:
+    """A config naming a class at its old path: one line saying where it is now (jsonargparse's own message is a
+    screen of union-type alternatives)."""
+    files = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+    files += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for f in files:
+        try:
+            text = Path(f).read_text()
+        except OSError:
+            continue  # jsonargparse names a missing config itself
+        for old, new in MOVED_CLASS_PATHS.items():
+            if old in text:
+                name = text[text.index(old) :].split()[0]
+                raise ConfigError(f"config {f}: class_path {name} is now {name.replace(old, new, 1)} (edit the file)")
+
+
 def resolve_ckpt_path(ckpt_path: str | None, trainer) -> str | None:
     """``last`` -> the newest complete checkpoint in the checkpoint directories (by global step, not by name: a run
     killed after ``epoch=0-step=8.ckpt`` and before ``last.ckpt`` resumes from step 8); none yet -> a fresh start;
@@ -81,6 +105,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer) -> str | None:
 
 def train_main(args: list[str] | None = None) -> VLATCLI:
     try:
+        check_moved_class_paths(sys.argv[1:] if args is None else list(args))
         cli = VLATCLI(
             VLATModule,
             YODAS2MCQADataModule,
