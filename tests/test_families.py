@@ -203,3 +203,19 @@ def test_ask_af3_equals_generate(tiny_af3_model_dir, tmp_path):
     out = qa.model.generate(**forward_kwargs(qa.model, inputs), max_new_tokens=6, do_sample=False)
     assert qa.last_reply_ids == out[0, ids.shape[1] :].tolist()
     assert text == qa.processor.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def test_sweep_af3(tmp_path, tiny_af3_model_dir, synth_dir):
+    """sweep.py on Audio Flamingo 3: every (cutoff, temperature) cell scores the 30-s bucket's test questions."""
+    out = tmp_path / "sweep"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "sweep.py"), "--model", str(tiny_af3_model_dir), "--data", str(synth_dir),
+         "--length", "0.5", "--original-audio-seconds", "20", "--cutoffs", "0,6", "--temperatures", "1.0,1.5",
+         "--output", str(out), "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((out / "sweep.json").read_text())
+    test_rows = [json.loads(x) for x in open(Path(synth_dir) / "test.jsonl")]
+    assert np.array(result["accuracy"]).shape == (2, 2)
+    assert result["questions"] == sum(r["duration"] == 30.0 for r in test_rows)
