@@ -44,9 +44,9 @@ from common import (  # noqa: E402
 from vlat.audio.compression import AudioCompression, compress  # noqa: E402
 from vlat.cliargs import csv_list  # noqa: E402
 from vlat.evaluation.prefix import DEFAULT_PREFILL_CHUNK, encode_audio, score_questions  # noqa: E402
-from vlat.models.lm_head import answer_loss  # noqa: E402
-from vlat.models.loading import prepare_for_training  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope  # noqa: E402
+from vlat.training.lm_head import answer_loss  # noqa: E402
+from vlat.training.lora import prepare_for_training  # noqa: E402
 
 OPTION_IDS = [49, 50, 51, 52]
 SETTINGS = ["none", "pool:2", "pool:3", "ltbm:0.5", "ltbm:0.5:global", "ltbm:0.67"]

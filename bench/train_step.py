@@ -52,9 +52,9 @@ from flops import Arch, mfu, train_step_flops  # noqa: E402
 
 from vlat.cliargs import csv_list  # noqa: E402
 from vlat.data.collate import MCQACollator, model_inputs  # noqa: E402
-from vlat.models.lm_head import answer_loss  # noqa: E402
-from vlat.models.loading import prepare_for_training  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
+from vlat.training.lm_head import answer_loss  # noqa: E402
+from vlat.training.lora import prepare_for_training  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def main() -> None:
         "--loss",
         choices=["answer", "stock"],
         default="answer",
-        help="answer: vlat.models.lm_head.answer_loss (what train.py runs); stock: the model's own full-sequence-logits loss",
+        help="answer: vlat.training.lm_head.answer_loss (what train.py runs); stock: the model's own full-sequence-logits loss",
     )
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)

@@ -6,7 +6,6 @@ import torch
 from test_train import scalars, train, write_config
 
 from vlat.data import MCQABatchStream, StreamSpec
-from vlat.models.lm_head import answer_loss
 from vlat.rope import AudioRopeConfig, apply_audio_rope, set_virtual_audio_tokens
 from vlat.testing.full_size import qwen2_audio_7b_config
 from vlat.training.activation_checkpointing import (
@@ -17,6 +16,7 @@ from vlat.training.activation_checkpointing import (
     policy_of,
     set_checkpointed_layers,
 )
+from vlat.training.lm_head import answer_loss
 from vlat.training.module import VLATModule
 
 

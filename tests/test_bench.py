@@ -20,10 +20,10 @@ from flops import Arch, prefix_eval_flops, train_step_flops  # noqa: E402
 
 from vlat.data.collate import MCQACollator  # noqa: E402
 from vlat.evaluation import encode_audio, score_questions  # noqa: E402
-from vlat.models.lm_head import answer_loss  # noqa: E402
-from vlat.models.loading import prepare_for_training  # noqa: E402
 from vlat.testing.full_size import build_random_model, qwen2_audio_7b_config  # noqa: E402
 from vlat.testing.tiny_model import build_tiny_model, build_tokenizer  # noqa: E402
+from vlat.training.lm_head import answer_loss  # noqa: E402
+from vlat.training.lora import prepare_for_training  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def test_each_family_gets_the_fused_kernels_of_its_decoder(tiny_model, tiny_af3_
 def test_fused_kernels_keep_loss_and_lora_gradients(tiny_model_dir, synth_dir, processor, rope):
     """bf16 on CUDA, under autocast as bf16-mixed runs: the same batch through the plain and the fused model."""
     from vlat.data import MCQABatchStream, StreamSpec
-    from vlat.models.lm_head import answer_loss
+    from vlat.training.lm_head import answer_loss
     from vlat.training.module import VLATModule
 
     batch = next(iter(MCQABatchStream(StreamSpec(str(synth_dir), "train"), processor, 2, train=True)))

@@ -1,7 +1,7 @@
 import torch
 
 from vlat.data import MCQABatchStream, StreamSpec
-from vlat.models.lm_head import answer_loss
+from vlat.training.lm_head import answer_loss
 from vlat.training.module import VLATModule
 
 
@@ -32,7 +32,7 @@ def test_lora_in_the_activation_dtype_under_mixed_precision_keeps_loss_and_gradi
     """bf16 weights + bf16 autocast (as a GPU run with bf16-mixed): LoRA layers take the bf16 activations (no fp32
     copies), with gradient checkpointing too; loss and LoRA gradients equal the casting path's within bf16 rounding;
     the LoRA weights stay fp32."""
-    from vlat.models.loading import set_lora_input_casting
+    from vlat.training.lora import set_lora_input_casting
 
     module = VLATModule(
         str(tiny_model_dir), dtype="bfloat16", attn_implementation="sdpa", lora_dropout=0.0, gradient_checkpointing=True

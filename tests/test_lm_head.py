@@ -6,9 +6,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlat.data import MCQABatchStream, StreamSpec
 from vlat.data.collate import model_inputs
-from vlat.models.lm_head import answer_loss, backbone, logits_at
-from vlat.models.loading import prepare_for_training
 from vlat.rope import AudioRopeConfig, apply_audio_rope
+from vlat.training.lm_head import answer_loss, backbone, logits_at
+from vlat.training.lora import prepare_for_training
 
 pytestmark = pytest.mark.seam  # transformers / peft internals: also run on the oldest allowed versions
 

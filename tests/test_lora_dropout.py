@@ -91,7 +91,7 @@ def test_saves_one_input_instead_of_a_copy_and_a_mask_per_projection():
 def test_installed_at_the_seam_of_a_peft_model(tiny_model_dir, tmp_path):
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from vlat.models.loading import prepare_for_training
+    from vlat.training.lora import prepare_for_training
 
     model = prepare_for_training(Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir), "qkvo", 4, 8, 0.05)
     layers = model.base_model.model.config.text_config.num_hidden_layers
@@ -110,8 +110,8 @@ def test_checkpoint_recomputation_draws_the_same_masks(tiny_model_dir, synth_dir
     """Gradients with every layer recomputed equal those without recomputation: the recomputed forward rebuilt the
     same dropout masks."""
     from vlat.data import MCQABatchStream, StreamSpec
-    from vlat.models.lm_head import answer_loss
     from vlat.training.activation_checkpointing import set_checkpointed_layers
+    from vlat.training.lm_head import answer_loss
     from vlat.training.module import VLATModule
 
     module = VLATModule(

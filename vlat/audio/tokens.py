@@ -9,12 +9,19 @@ uncompressed 25 tokens/s grid), which is what time-aligned positions are compute
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from vlat.audio.compression import AudioCompression, compress
 from vlat.audio.decode import audio_tokens_for_frames
-from vlat.rope.positions import AudioTimes
+
+
+class AudioTimes(NamedTuple):
+    """Time of each audio token inside its run, in uncompressed token indices (0 for text): (B, T) float32."""
+
+    centre: torch.Tensor  # the token's time: mean index of what it covers
+    stop: torch.Tensor  # end of what it covers; the run's largest stop is its uncompressed length n
 
 
 @dataclass

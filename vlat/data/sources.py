@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,15 +28,9 @@ from typing import Any
 import numpy as np
 
 from vlat.errors import ConfigError
+from vlat.models.loading import is_hub_id
 
 TABLE_SUFFIXES = (".jsonl", ".parquet", ".json")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def is_hub_id(name: str) -> bool:
-    """``owner/name`` that is not a local path: ``data/synth`` with a local ``data/`` is a path (a typo in it must not
-    send the run into minutes of hub retries)."""
-    return bool(_HUB_ID.match(name)) and not Path(name).exists() and not Path(name.split("/", 1)[0]).is_dir()
 
 
 class SourceError(ConfigError):

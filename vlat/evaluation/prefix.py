@@ -26,9 +26,9 @@ from transformers.cache_utils import Cache, DynamicLayer
 from vlat.audio import tokens as audio_tokens
 from vlat.audio.tokens import AudioTokens, prompt_embeds, time_layout
 from vlat.evaluation.scoring import Prediction, parse_answer
-from vlat.models.lm_head import backbone
 from vlat.rope import current_compression, find_audio_model, plan_chunked_prefill
 from vlat.rope.hf_cache import with_cache
+from vlat.training.lm_head import backbone
 
 DEFAULT_PREFILL_CHUNK = 4096  # tokens per prefill forward: ~0.5 GiB of activations on the 7B model in bf16
 ENCODE_WINDOWS = 8  # 30-s windows per audio-tower forward

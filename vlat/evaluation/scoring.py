@@ -16,7 +16,7 @@ import torch
 from vlat.data.collate import model_inputs
 from vlat.data.prompts import N_OPTIONS
 from vlat.models import forward_kwargs
-from vlat.models.lm_head import backbone, logits_at
+from vlat.training.lm_head import backbone, logits_at
 
 _PATTERNS = [re.compile(r"\((\d)\)"), re.compile(r"(\d)\)"), re.compile(r"(\d)\.")]
 LOGITS_PREFIX = "("  # the answer format "(N) ..." starts with this; logits scoring reads the next token

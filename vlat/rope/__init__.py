@@ -6,6 +6,7 @@
 >>> apply_audio_rope(model, AudioRopeConfig(method="vanilla"))  # back to exactly stock behaviour
 """
 
+from vlat.audio.tokens import AudioTimes
 from vlat.rope.config import METHODS, AudioRopeConfig
 from vlat.rope.patch import (
     apply_audio_compression,
@@ -18,7 +19,7 @@ from vlat.rope.patch import (
     set_virtual_audio_tokens,
     warn_if_beyond_context,
 )
-from vlat.rope.positions import AudioTimes, raw_positions, warp_positions, whole_factor
+from vlat.rope.positions import raw_positions, warp_positions, whole_factor
 
 __all__ = [
     "METHODS",

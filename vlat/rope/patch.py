@@ -34,11 +34,12 @@ import torch
 from torch import nn
 
 from vlat.audio.compression import AudioCompression
+from vlat.audio.tokens import AudioTimes
 from vlat.models import family_of_model, find_audio_model
 from vlat.rope.config import AudioRopeConfig
 from vlat.rope.embedding import AudioRotaryEmbedding, RopePlan, temperature_scale
 from vlat.rope.hf_cache import cache_in, cache_of
-from vlat.rope.positions import AudioTimes, raw_positions, warp_positions, whole_factor
+from vlat.rope.positions import raw_positions, warp_positions, whole_factor
 
 _HOOKS_ATTR = "_vlat_rope_hooks"
 _STATE_ATTR = "_vlat_rope_state"

@@ -22,12 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-
-class AudioTimes(NamedTuple):
-    """Time of each audio token inside its run, in uncompressed token indices (0 for text): (B, T) float32."""
-
-    centre: torch.Tensor  # the token's time: mean index of what it covers
-    stop: torch.Tensor  # end of what it covers; the run's largest stop is its uncompressed length n
+from vlat.audio.tokens import AudioTimes
 
 
 class WarpedPositions(NamedTuple):

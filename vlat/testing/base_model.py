@@ -213,7 +213,7 @@ def train_base_model(cfg: BaseModelConfig = BaseModelConfig(), progress=print):
     """Train and return ``(model, processor, record)``; ``record`` holds the settings, times and accuracy."""
     from vlat.data.collate import MCQACollator
     from vlat.data.prompts import build_mcqa_example
-    from vlat.models.lm_head import answer_loss
+    from vlat.training.lm_head import answer_loss
 
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(corpus=task_corpus(cfg.task))

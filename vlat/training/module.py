@@ -19,16 +19,12 @@ from vlat.data.prompts import N_OPTIONS
 from vlat.errors import REASONS, ConfigError
 from vlat.evaluation.scoring import option_token_ids, predict_logits
 from vlat.evaluation.stats import Interval, accuracy_interval
-from vlat.models.lm_head import answer_loss
 from vlat.models.loading import (
-    LoraTargets,
     check_model_source,
     load_model,
     load_processor,
-    prepare_for_training,
     resolve_attn,
     resolve_dtype,
-    set_lora_input_casting,
     text_head_dim,
 )
 from vlat.rope import (
@@ -52,6 +48,8 @@ from vlat.training.checkpointing import adapter_dir_for
 from vlat.training.device_memory import GIB, available_bytes
 from vlat.training.fused_kernels import FusedKernels, apply_fused_kernels, use_fused_kernels
 from vlat.training.fused_kernels import available as fused_kernels_installed
+from vlat.training.lm_head import answer_loss
+from vlat.training.lora import LoraTargets, prepare_for_training, set_lora_input_casting
 
 log = logging.getLogger("vlat")
 
