@@ -137,8 +137,8 @@ def test_af3_audio_tokens_equal_its_stock_audio_path(tiny_af3_model, af3_process
 
 
 def test_train_and_evaluate_af3_end_to_end(tmp_path, tiny_af3_model_dir, synth_dir):
-    """VLAT LoRA training on Audio Flamingo 3 writes its adapter (LoRA on the language model only, the training
-    record beside it); evaluate.py scores it per bucket on every test question."""
+    """VLAT LoRA training on Audio Flamingo 3 writes its adapter (LoRA on the language model only); evaluate.py scores
+    it per bucket on every test question, uncompressed and pooled."""
     from tests.test_train import scalars, train, write_config
 
     config, run = write_config(
@@ -167,18 +167,20 @@ def test_train_and_evaluate_af3_end_to_end(tmp_path, tiny_af3_model_dir, synth_d
     res = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), "--no-progress", "--model", str(tiny_af3_model_dir),
          "--adapter", str(run / "checkpoints" / "last.ckpt"), "--data", str(synth_dir),
-         "--methods", "vanilla,partial_pi", "--lengths", "0.5,1.25", "--output", str(out)],
+         "--methods", "vanilla,partial_pi", "--lengths", "0.5,1.25", "--audio-compression", "none,pool:2",
+         "--output", str(out)],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     test_rows = [json.loads(x) for x in open(Path(synth_dir) / "test.jsonl")]
     want = {0.5: sum(r["duration"] == 30.0 for r in test_rows), 1.25: sum(r["duration"] == 75.0 for r in test_rows)}
     results = json.loads((out / "results.json").read_text())["results"]
-    assert {(r["method"], r["length_min"]): r["questions"] for r in results} == {
-        (m, x): want[x] for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
+    assert {(r["compression"], r["method"], r["length_min"]): r["questions"] for r in results} == {
+        (c, m, x): want[x] for c in ("none", "pool:2") for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
     }
-    tokens = {0.5: 750, 1.25: 1875}
-    assert all(r["audio_tokens_mean"] == tokens[r["length_min"]] for r in results)
+    # uncompressed 750 per 30-s window; pooled by 2: 375, and 375 + 375 + 188 for 75 s
+    tokens = {("none", 0.5): 750, ("none", 1.25): 1875, ("pool:2", 0.5): 375, ("pool:2", 1.25): 938}
+    assert all(r["audio_tokens_mean"] == tokens[r["compression"], r["length_min"]] for r in results)
 
 
 def test_ask_af3_equals_generate(tiny_af3_model_dir, tmp_path):
