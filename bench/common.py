@@ -69,13 +69,12 @@ def bench_model(
     """
     from vlat.models import FAMILIES
     from vlat.testing.full_size import build_random_model
-    from vlat.testing.tiny_model import build_tiny_af3_model, build_tiny_model, family_tokenizer_and_processor
+    from vlat.testing.tiny_model import build_tiny, family_tokenizer_and_processor
 
     if size == "full":
         return build_random_model(FAMILIES[family].published_config(layers, layers), device, dtype, attn)
     tokenizer, _ = family_tokenizer_and_processor(family)
-    build = build_tiny_model if family == "qwen2_audio" else build_tiny_af3_model
-    model = build(tokenizer).to(device, dtype)
+    model = build_tiny(family, tokenizer).to(device, dtype)
     model.set_attn_implementation(attn)
     return model
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from vlat.models import AUDIO_FLAMINGO_3, QWEN2_AUDIO, family_of_checkpoint, family_of_model, forward_kwargs
@@ -81,6 +82,16 @@ def test_an_unsupported_model_is_one_line_before_anything_loads(whisper_dir, syn
     assert res.returncode != 0 and not (tmp_path / "run").exists()
     assert f"model_type 'whisper' is not a supported family ({SUPPORTED})" in res.stderr
     assert "Traceback" not in res.stderr
+    audio = tmp_path / "a.wav"
+    sf.write(audio, tones(1), 16000)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "ask.py"), "--model", str(whisper_dir), "--audio", str(audio), "What?"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"ask.py: error: model {whisper_dir}: model_type 'whisper' is not a supported family ({SUPPORTED})"
+    ]
 
 
 def test_af3_prompt_equals_its_stock_processor_without_the_600_s_cap(af3_processor):
@@ -184,10 +195,8 @@ def test_train_and_evaluate_af3_end_to_end(tmp_path, tiny_af3_model_dir, synth_d
 
 
 def test_ask_af3_equals_generate(tiny_af3_model_dir, tmp_path):
-    """ask on Audio Flamingo 3: beyond nothing (a 75-s recording is inside its 600-s window: vanilla), the answer is
-    what the stock generate() gives for the same prompt."""
-    import soundfile as sf
-
+    """ask on Audio Flamingo 3: a 75-s recording is inside its 600-s window (vanilla positions); the answer is what the
+    stock generate() gives for the same prompt."""
     from vlat.data.prompts import chat_prompt_ids, encode_recording
     from vlat.qa import LongAudioQA
 

@@ -241,6 +241,14 @@ def build_processor(tokenizer):
     return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
+def build_tiny(family: str, tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
+    """The random-weight tiny model of ``family`` (one of :data:`FAMILIES`) for ``tokenizer``."""
+    builders = {"qwen2_audio": build_tiny_model, "audioflamingo3": build_tiny_af3_model}
+    if family not in builders:
+        raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
+    return builders[family](tokenizer, cfg)
+
+
 def family_tokenizer_and_processor(family: str, real_ids: bool = False):
     """The tokenizer and processor of ``family`` (one of :data:`FAMILIES`); ``real_ids``: the special tokens at the
     published checkpoint's ids."""
@@ -264,7 +272,7 @@ def write_tiny_model(
     """
     out = Path(out_dir)
     tokenizer, processor = family_tokenizer_and_processor(family)
-    model = (build_tiny_model if family == "qwen2_audio" else build_tiny_af3_model)(tokenizer, cfg)
+    model = build_tiny(family, tokenizer, cfg)
     tmp = make_staging_dir(out)
     try:
         model.save_pretrained(tmp)
