@@ -174,7 +174,8 @@ def full_size_setup(args) -> tuple[str, torch.dtype, float]:
 def results_name(benchmark: str, args) -> str:
     family = getattr(args, "family", "qwen2_audio")
     name = benchmark + ("_tiny" if args.tiny else "") + ("" if family == "qwen2_audio" else f"-{family}")
-    return name + (f"-{args.tag}" if args.tag else "")
+    tag = getattr(args, "tag", None)
+    return name + (f"-{tag}" if tag else "")
 
 
 def gib_text(gib: float | None) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_family_arg, bench_model, median, timed, write_results  # noqa: E402
+from common import add_family_arg, bench_model, median, results_name, timed, write_results  # noqa: E402
 
 from vlat.models import family_of_model, find_audio_model, forward_kwargs  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
         for name in ("partial_yarn", "whole_yarn")
     }
     write_results(
-        "rope_overhead" + ("_tiny" if args.tiny else "") + ("" if args.family == "qwen2_audio" else f"-{args.family}"),
+        results_name("rope_overhead", args),
         {
             "audio_tokens": args.audio_tokens,
             "sequence_tokens": ids.shape[1],

@@ -7,7 +7,8 @@ the 30-s / 3000-frame audio window (750 audio tokens) and the special tokens are
 
 Audio Flamingo 3 (``family="audioflamingo3"``): ``AudioFlamingo3ForConditionalGeneration`` and
 ``AudioFlamingo3Processor`` (the same 128-bin extractor and 30-s windows, 750 tokens each, one ``<sound>`` run),
-as ``nvidia/audio-flamingo-3-hf`` loads; the chat template is a Qwen2 chat with ``<sound>`` for each audio item.
+as ``nvidia/audio-flamingo-3-hf`` loads; the chat template renders as the published one (a Qwen2 chat, ``<sound>``
+first in a user turn that holds audio).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +99,6 @@ AF3_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-FAMILIES = ("qwen2_audio", "audioflamingo3")
 
 
 def build_tokenizer(
@@ -195,11 +194,7 @@ def build_tiny_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
         text_config=text,
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    torch.manual_seed(cfg.seed)
-    model = Qwen2AudioForConditionalGeneration(config)
-    model.generation_config.eos_token_id = text.eos_token_id
-    model.generation_config.pad_token_id = text.pad_token_id
-    return model
+    return _random_model(Qwen2AudioForConditionalGeneration, config, cfg.seed)
 
 
 def build_tiny_af3_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
@@ -218,47 +213,72 @@ def build_tiny_af3_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
     config = AudioFlamingo3Config(
         audio_config=audio, text_config=text, audio_token_id=tokenizer.convert_tokens_to_ids("<sound>")
     )
-    torch.manual_seed(cfg.seed)
-    model = AudioFlamingo3ForConditionalGeneration(config)
-    model.generation_config.eos_token_id = text.eos_token_id
-    model.generation_config.pad_token_id = text.pad_token_id
+    return _random_model(AudioFlamingo3ForConditionalGeneration, config, cfg.seed)
+
+
+def _random_model(model_class, config, seed: int):
+    """``model_class(config)`` with seeded random weights, generating until the text config's end of turn."""
+    torch.manual_seed(seed)
+    model = model_class(config)
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
     return model
 
 
-def build_af3_processor(tokenizer):
-    from transformers import AudioFlamingo3Processor, WhisperFeatureExtractor
+def _whisper_features():
+    from transformers import WhisperFeatureExtractor
 
-    feature_extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30, hop_length=160)
-    return AudioFlamingo3Processor(
-        feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=AF3_CHAT_TEMPLATE
-    )
+    return WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30, hop_length=160)
 
 
 def build_processor(tokenizer):
-    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+    from transformers import Qwen2AudioProcessor
 
-    feature_extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30, hop_length=160)
-    return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    return Qwen2AudioProcessor(feature_extractor=_whisper_features(), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def build_af3_processor(tokenizer):
+    from transformers import AudioFlamingo3Processor
+
+    return AudioFlamingo3Processor(
+        feature_extractor=_whisper_features(), tokenizer=tokenizer, chat_template=AF3_CHAT_TEMPLATE
+    )
+
+
+@dataclass(frozen=True)
+class TinyFamily:
+    """What the tiny checkpoint of one family is made of."""
+
+    special_tokens: Sequence[str]  # the first is the padding token
+    real_ids: dict[str, int]  # the published checkpoint's ids of those tokens
+    build_model: Callable  # (tokenizer, TinyModelConfig) -> random-weight generation model
+    build_processor: Callable  # tokenizer -> processor
+
+
+TINY_FAMILIES = {
+    "qwen2_audio": TinyFamily(SPECIAL_TOKENS, REAL_SPECIAL_IDS, build_tiny_model, build_processor),
+    "audioflamingo3": TinyFamily(AF3_SPECIAL_TOKENS, AF3_REAL_SPECIAL_IDS, build_tiny_af3_model, build_af3_processor),
+}
+FAMILIES = tuple(TINY_FAMILIES)
+
+
+def _tiny_family(family: str) -> TinyFamily:
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
+    return TINY_FAMILIES[family]
 
 
 def build_tiny(family: str, tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
     """The random-weight tiny model of ``family`` (one of :data:`FAMILIES`) for ``tokenizer``."""
-    builders = {"qwen2_audio": build_tiny_model, "audioflamingo3": build_tiny_af3_model}
-    if family not in builders:
-        raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
-    return builders[family](tokenizer, cfg)
+    return _tiny_family(family).build_model(tokenizer, cfg)
 
 
 def family_tokenizer_and_processor(family: str, real_ids: bool = False):
     """The tokenizer and processor of ``family`` (one of :data:`FAMILIES`); ``real_ids``: the special tokens at the
     published checkpoint's ids."""
-    if family == "qwen2_audio":
-        tokenizer = build_tokenizer(REAL_SPECIAL_IDS if real_ids else None)
-        return tokenizer, build_processor(tokenizer)
-    if family == "audioflamingo3":
-        tokenizer = build_tokenizer(AF3_REAL_SPECIAL_IDS if real_ids else None, special_tokens=AF3_SPECIAL_TOKENS)
-        return tokenizer, build_af3_processor(tokenizer)
-    raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
+    tiny = _tiny_family(family)
+    tokenizer = build_tokenizer(tiny.real_ids if real_ids else None, special_tokens=tiny.special_tokens)
+    return tokenizer, tiny.build_processor(tokenizer)
 
 
 def write_tiny_model(
