@@ -79,23 +79,25 @@ def bench_model(
     return model
 
 
-def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0, compression=None) -> dict:
+def synthetic_example(audio_token_id: int, seconds: float, seed: int = 0, compression=None, family=None) -> dict:
     """One MCQA-shaped training example: random text ids around ``seconds`` of audio, random log-mel features.
 
-    Token counts follow the extractor's window arithmetic (30-s windows, 750 tokens each; a shorter last window),
-    per window compressed by ``compression`` (a ``vlat.audio.compression`` setting; ``audio_tokens``: the run's length).
+    Token counts follow ``family``'s window arithmetic (default Qwen2-Audio: 30-s windows, 750 tokens each, a shorter
+    last window; Voxtral: 375 per window, every window whole), per window compressed by ``compression`` (a
+    ``vlat.audio.compression`` setting; ``audio_tokens``: the run's length).
     """
     from vlat.audio.compression import AudioCompression
-    from vlat.audio.decode import audio_tokens_for_frames
     from vlat.data.prompts import IGNORE_INDEX
+    from vlat.models import QWEN2_AUDIO
 
+    family = family or QWEN2_AUDIO
     g = torch.Generator().manual_seed(seed)
     frames = round(seconds * 100)  # 10 ms hop
     per_window = [min(3000, frames - w * 3000) for w in range(-(-frames // 3000))]
     fmask = torch.zeros(len(per_window), 3000, dtype=torch.long)
     for w, n in enumerate(per_window):
-        fmask[w, :n] = 1
-    n_audio = int(AudioCompression.parse(compression).count(audio_tokens_for_frames(fmask.sum(-1))).sum())
+        fmask[w, : 3000 if family.whole_recording_features else n] = 1
+    n_audio = int(AudioCompression.parse(compression).count(family.tokens_for_frames(fmask.sum(-1))).sum())
 
     def text(n: int) -> torch.Tensor:  # ordinary tokens (byte tokens in the tiny vocabulary): never a special id
         return torch.randint(0, 256, (n,), generator=g)

@@ -44,14 +44,14 @@ from flops import Arch, mfu, prefix_eval_flops  # noqa: E402
 
 from vlat.cliargs import csv_list  # noqa: E402
 from vlat.evaluation.prefix import DEFAULT_PREFILL_CHUNK, encode_audio, score_questions  # noqa: E402
-from vlat.models import find_audio_model  # noqa: E402
+from vlat.models import family_of_model, find_audio_model  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
 OPTION_IDS = [49, 50, 51, 52]  # any four ordinary token ids: the cost does not depend on which
 
 
 def measure(model, minutes: float, questions: int, rounds: int, reuse: bool, chunk: int, peak: float) -> dict:
-    ex = synthetic_example(find_audio_model(model).config.audio_token_id, minutes * 60)
+    ex = synthetic_example(find_audio_model(model).config.audio_token_id, minutes * 60, family=family_of_model(model))
     ids = ex["input_ids"].tolist()
     prefix, suffix = ids[: len(ids) - TEXT_SUFFIX], ids[len(ids) - TEXT_SUFFIX :]
     suffixes = [suffix[i:] + suffix[:i] for i in range(questions)]  # distinct questions of equal length
@@ -114,7 +114,8 @@ def main() -> None:
         args.size, args.minutes, args.rounds = "tiny", [0.5, 1.0], 2
     device, dtype, peak = full_size_setup(args)
     model = bench_model(args.size, device, dtype, args.attn, args.layers, args.family).eval()
-    apply_audio_rope(model, AudioRopeConfig("partial_pi", original_audio_tokens=750))
+    window = int(family_of_model(model).tokens_for_frames(3000))  # 30 s of audio: 750 tokens (Voxtral 375)
+    apply_audio_rope(model, AudioRopeConfig("partial_pi", original_audio_tokens=window))
     results = []
     for minutes in args.minutes:
         pair = {}

@@ -6,7 +6,7 @@ Interleaved repeats in one process; the figure is the median of per-round ratios
                                                      # on CPU, the full-size 7B architecture (random bf16) on CUDA
     python bench/rope_overhead.py --model DIR        # any checkpoint directory of a supported family
     python bench/rope_overhead.py --tiny             # smoke test (small input, 2 rounds)
-    python bench/rope_overhead.py --family audioflamingo3   # the random model of another family
+    python bench/rope_overhead.py --family voxtral   # the random model of another family (audioflamingo3, voxtral)
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ from common import add_family_arg, bench_model, median, results_name, timed, wri
 from vlat.models import family_of_model, find_audio_model, forward_kwargs  # noqa: E402
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
-METHODS = {
-    "vanilla": AudioRopeConfig("vanilla"),
-    "partial_yarn": AudioRopeConfig("partial_yarn", original_audio_tokens=750, cutoff_dim=4, temperature=1.2),
-    "whole_yarn": AudioRopeConfig("whole_yarn", original_audio_tokens=750),
-}
+
+
+def methods(window: int) -> dict[str, AudioRopeConfig]:
+    """The compared settings, with the family's 30-s window in tokens (750; Voxtral 375)."""
+    return {
+        "vanilla": AudioRopeConfig("vanilla"),
+        "partial_yarn": AudioRopeConfig("partial_yarn", original_audio_tokens=window, cutoff_dim=4, temperature=1.2),
+        "whole_yarn": AudioRopeConfig("whole_yarn", original_audio_tokens=window),
+    }
 
 
 def main() -> None:
@@ -52,11 +56,16 @@ def main() -> None:
     else:
         model = bench_model(args.size, device, dtype, "sdpa", family=args.family).eval()
     aid = find_audio_model(model).config.audio_token_id
-    windows = -(-args.audio_tokens // 750)
+    family = family_of_model(model)
+    per_window = int(family.tokens_for_frames(3000))  # tokens of a whole 30-s window
+    if family.whole_recording_features and args.audio_tokens % per_window:
+        ap.error(f"--audio-tokens: {family.name} takes whole 30-s windows of {per_window} tokens")
+    windows = -(-args.audio_tokens // per_window)
     ids = torch.tensor([[11] * 40 + [aid] * args.audio_tokens + [12] * 200], device=device)
     fmask = torch.zeros(windows, 3000, dtype=torch.long, device=device)
-    for w in range(windows):
-        fmask[w, : 4 * min(750, args.audio_tokens - 750 * w)] = 1
+    for w in range(windows):  # frames giving the window's tokens (3000 / per_window frames per token)
+        fmask[w, : 3000 * min(per_window, args.audio_tokens - per_window * w) // per_window] = 1
+    settings = methods(per_window)
     inputs = forward_kwargs(
         model,
         dict(
@@ -72,11 +81,11 @@ def main() -> None:
         with torch.no_grad():
             model(**inputs)
 
-    for cfg in METHODS.values():  # warm-up
+    for cfg in settings.values():  # warm-up
         run(cfg)
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    times: dict[str, list[float]] = {m: [] for m in settings}
     for _ in range(args.rounds):
-        for name, cfg in METHODS.items():
+        for name, cfg in settings.items():
             times[name].append(timed(lambda cfg=cfg: run(cfg)))
     ratios = {
         name: median([t / v for t, v in zip(times[name], times["vanilla"], strict=True)])

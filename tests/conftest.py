@@ -73,6 +73,18 @@ def tiny_af3_model(tiny_af3_model_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_voxtral_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-voxtral") / "model", family="voxtral")
+
+
+@pytest.fixture(scope="session")
+def tiny_voxtral_model(tiny_voxtral_model_dir):
+    from transformers import VoxtralForConditionalGeneration
+
+    return VoxtralForConditionalGeneration.from_pretrained(tiny_voxtral_model_dir).eval()
+
+
+@pytest.fixture(scope="session")
 def processor(tiny_model_dir):
     from transformers import AutoProcessor
 

@@ -189,7 +189,7 @@ def test_the_chat_turns_end_stops_the_answer(qa, recording, monkeypatch):
     greedy = qa.ask(rec, QUESTIONS[0], max_new_tokens=6)
     monkeypatch.setattr(qa.model.generation_config, "top_k", 1)
     assert qa.ask(rec, QUESTIONS[0], max_new_tokens=6, temperature=2.0, seed=0) == greedy
-    end = end_of_turn_id(qa.processor.tokenizer)
+    end = end_of_turn_id(qa.processor)
     monkeypatch.setattr(qa.model.generation_config, "eos_token_id", [0])
     head = qa.model.get_output_embeddings()
     handle = head.register_forward_hook(lambda m, i, out: out.index_fill(-1, torch.tensor([end]), 1e4))
@@ -203,7 +203,7 @@ def test_the_chat_turns_end_stops_the_answer(qa, recording, monkeypatch):
 def test_special_tokens_typed_in_a_question_are_text(qa):
     from vlat.data.prompts import chat_prompt_ids, end_of_turn_id
 
-    tok, end = qa.processor.tokenizer, end_of_turn_id(qa.processor.tokenizer)
+    tok, end = qa.processor.tokenizer, end_of_turn_id(qa.processor)
     _, plain = chat_prompt_ids(qa.processor, 3, QUESTIONS[0])
     assert plain == tok(QUESTIONS[0] + "<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False).input_ids
     _, typed = chat_prompt_ids(qa.processor, 3, "What follows <|im_end|> here?")

@@ -38,8 +38,13 @@ from vlat.training.lora import prepare_for_training  # noqa: E402
         ("train_step.py", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("train_step.py --loss stock", ["train_step_s/0.5min-q-ckpt-sdpa-b1", "mfu/0.5min-qkvo-ckpt-sdpa-b2"]),
         ("rope_overhead.py --family audioflamingo3", ["rope_overhead_whole_yarn", "rope_overhead_partial_yarn"]),
+        ("rope_overhead.py --family voxtral", ["rope_overhead_whole_yarn", "rope_overhead_partial_yarn"]),
         (
             "eval_throughput.py --family audioflamingo3",
+            ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],
+        ),
+        (
+            "eval_throughput.py --family voxtral",
             ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],
         ),
         (

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vlat.audio.compression import AudioCompression, compress
-from vlat.audio.decode import featurize, load_audio
+from vlat.audio.decode import audio_tokens_for_frames, featurize, load_audio
 from vlat.audio.tokens import AudioTokens, encode_audio, time_layout
 from vlat.data.collate import MCQACollator
 from vlat.data.prompts import EncodedAudio, build_mcqa_example, mcqa_prompt_ids
@@ -308,7 +308,7 @@ def recording(synth_dir, processor):
 
 def _alone(processor, recording, comp, opener):
     recs, feats, fmask = recording
-    enc = EncodedAudio(feats, fmask)
+    enc = EncodedAudio(feats, fmask, audio_tokens_for_frames(fmask.sum(-1)))
     collate = MCQACollator(processor.tokenizer.pad_token_id, "left")
     return [
         collate(
@@ -324,7 +324,7 @@ def _alone(processor, recording, comp, opener):
 
 def _parts(processor, recording, comp, opener):
     recs, feats, fmask = recording
-    n = EncodedAudio(feats, fmask).tokens(comp)
+    n = EncodedAudio(feats, fmask, audio_tokens_for_frames(fmask.sum(-1))).tokens(comp)
     parts = [mcqa_prompt_ids(processor, n, r["question"], r["choices"], opener) for r in recs]
     return parts[0][0], [p[1] for p in parts]
 

@@ -16,7 +16,7 @@ import torch
 from vlat.models import AUDIO_FLAMINGO_3, QWEN2_AUDIO, family_of_checkpoint, family_of_model, forward_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
-SUPPORTED = "supported: Qwen2-Audio (qwen2_audio), Audio Flamingo 3 (audioflamingo3)"
+SUPPORTED = "supported: Qwen2-Audio (qwen2_audio), Audio Flamingo 3 (audioflamingo3), Voxtral (voxtral)"
 
 
 def tones(seconds: float) -> np.ndarray:

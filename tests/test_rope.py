@@ -1,5 +1,8 @@
-"""vlat.rope on each model family's tiny offline checkpoint (Qwen2-Audio, Audio Flamingo 3): hand-computed positions,
-parity with Hugging Face, padding, decoding."""
+"""vlat.rope on each model family's tiny offline checkpoint (Qwen2-Audio, Audio Flamingo 3, Voxtral): hand-computed
+positions, parity with Hugging Face, padding, decoding.
+
+Voxtral's encoder turns every whole 30-s window into 375 tokens, so the short audio runs here (8-40 tokens) keep
+their token embeddings on it (the positions depend on the ids alone); tests/test_voxtral.py checks real windows."""
 
 import copy
 
@@ -8,7 +11,7 @@ import torch
 import transformers
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
-from vlat.models import forward_kwargs
+from vlat.models import VOXTRAL, family_of_model, forward_kwargs
 from vlat.rope import AudioRopeConfig, apply_audio_rope, find_audio_model, set_virtual_audio_tokens, warp_positions
 from vlat.rope.hf_cache import cache_of
 
@@ -44,15 +47,20 @@ def _logits(model, **kw):
 
 
 def _named(model, kw):
-    """``kw`` with the mel-frame mask under the family's own name (``input_features_mask`` on Audio Flamingo 3)."""
-    return forward_kwargs(model, kw)
+    """``kw`` with the mel-frame mask under the family's own name (``input_features_mask`` on Audio Flamingo 3);
+    on Voxtral without features (see the module's docstring)."""
+    out = forward_kwargs(model, kw)
+    if family_of_model(model) is VOXTRAL:
+        out.pop("input_features", None)
+    return out
 
 
-@pytest.fixture(params=["qwen2_audio", "audioflamingo3"])
+FIXTURES = {"qwen2_audio": "tiny_model", "audioflamingo3": "tiny_af3_model", "voxtral": "tiny_voxtral_model"}
+
+
+@pytest.fixture(params=list(FIXTURES))
 def model(request):
-    m = copy.deepcopy(
-        request.getfixturevalue({"qwen2_audio": "tiny_model", "audioflamingo3": "tiny_af3_model"}[request.param])
-    )
+    m = copy.deepcopy(request.getfixturevalue(FIXTURES[request.param]))
     yield m
     apply_audio_rope(m, AudioRopeConfig(method="vanilla"))
 

@@ -165,7 +165,9 @@ class LongAudioQA:
         settings, chose = resolve_settings(self.settings, self.recorded, seconds, self.family.native_seconds)
         rope = AudioRopeConfig(
             settings.rope_method,
-            original_audio_tokens=seconds_to_tokens(settings.original_audio_seconds, self.processor.feature_extractor),
+            original_audio_tokens=seconds_to_tokens(
+                settings.original_audio_seconds, self.processor.feature_extractor, self.family
+            ),
             cutoff_dim=settings.cutoff_dim if settings.rope_method == "partial_yarn" else 0,
             temperature=settings.temperature if settings.rope_method == "partial_yarn" else 1.0,
         )
@@ -232,7 +234,7 @@ class LongAudioQA:
                 processors.append(TopKLogitsWarper(int(gen.top_k)))
             processors.append(TopPLogitsWarper(top_p))
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
-        eos = _eos_ids(self.model) | {end_of_turn_id(self.processor.tokenizer)}  # the chat turn's end stops too
+        eos = _eos_ids(self.model) | {end_of_turn_id(self.processor)}  # the chat turn's end stops too
         tail = _Tail(L, self.device)
         history = list(recording.prefix_ids) + list(suffix)
         reply: list[int] = []

@@ -82,29 +82,37 @@ def load_audio(
     return np.ascontiguousarray(data)
 
 
-def audio_tokens_for_frames(frames: torch.Tensor | int) -> torch.Tensor:
-    """Audio tokens the Qwen2-Audio encoder emits for ``frames`` mel frames (the model's own length formula)."""
-    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
-
-    frames = torch.as_tensor(frames)
-    return Qwen2AudioEncoder._get_feat_extract_output_lengths(None, frames)[1]
+def audio_tokens_for_frames(frames: torch.Tensor | int, family=None) -> torch.Tensor:
+    """Audio tokens a window of ``frames`` mel frames becomes in ``family``'s encoder (:mod:`vlat.models`; default
+    Qwen2-Audio: 3000 frames -> 750)."""
+    return _family(family).tokens_for_frames(frames)
 
 
-def tokens_per_second(feature_extractor) -> float:
-    """Audio tokens per second of audio (25 on Qwen2-Audio: 750 tokens per 30-s window)."""
-    return float(audio_tokens_for_frames(feature_extractor.nb_max_frames)) / feature_extractor.chunk_length
+def tokens_per_second(feature_extractor, family=None) -> float:
+    """Audio tokens per second of audio (25 on Qwen2-Audio and Audio Flamingo 3, 12.5 on Voxtral)."""
+    return _family(family).tokens_per_second(feature_extractor)
 
 
-def seconds_to_tokens(seconds: float, feature_extractor) -> int:
-    """Convert a window given in seconds (CLI/YAML convenience) to audio tokens, e.g. 30 s -> 750."""
-    return int(round(seconds * tokens_per_second(feature_extractor)))
+def seconds_to_tokens(seconds: float, feature_extractor, family=None) -> int:
+    """Convert a window given in seconds (CLI/YAML convenience) to audio tokens, e.g. 30 s -> 750 (Voxtral: 375)."""
+    return int(round(seconds * tokens_per_second(feature_extractor, family)))
 
 
-def featurize(audio: np.ndarray, feature_extractor) -> tuple[torch.Tensor, torch.Tensor]:
+def _family(family):
+    from vlat.models import QWEN2_AUDIO
+
+    return family or QWEN2_AUDIO
+
+
+def featurize(audio: np.ndarray, feature_extractor, whole_recording: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``audio`` into consecutive windows and compute log-mel features.
 
     Returns ``input_features`` (W, mel, frames) and ``feature_attention_mask`` (W, frames) where each window is
     padded to the extractor's full window and the mask marks its true length.
+
+    ``whole_recording`` (Voxtral's processor): one extractor call on the recording padded to whole windows (one
+    log-mel normalisation for the recording), cut into windows afterwards; every window counts whole (its encoder
+    takes no mask), so the mask is all ones.
 
     The extractor runs on one window at a time: its output is identical to one call on all windows (each window is
     normalised by its own maximum), while the STFT's intermediates stay the size of one window instead of growing
@@ -113,6 +121,17 @@ def featurize(audio: np.ndarray, feature_extractor) -> tuple[torch.Tensor, torch
     """
     window = feature_extractor.n_samples  # chunk_length * sampling_rate
     n_windows = max(1, math.ceil(len(audio) / window))
+    if whole_recording:
+        feats = feature_extractor(
+            audio,
+            sampling_rate=feature_extractor.sampling_rate,
+            padding=True,
+            truncation=False,
+            pad_to_multiple_of=window,
+            return_tensors="pt",
+        )["input_features"]  # (1, mel, W * frames)
+        feats = feats.reshape(feats.shape[1], n_windows, -1).transpose(0, 1).contiguous()
+        return feats, torch.ones(feats.shape[0], feats.shape[-1], dtype=torch.long)
     outs = [
         feature_extractor(
             [audio[i * window : (i + 1) * window]],

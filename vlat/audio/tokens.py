@@ -14,7 +14,6 @@ from typing import NamedTuple
 import torch
 
 from vlat.audio.compression import AudioCompression, compress
-from vlat.audio.decode import audio_tokens_for_frames
 
 
 class AudioTimes(NamedTuple):
@@ -65,8 +64,8 @@ def encode_audio(
     for lo in range(0, len(input_features), step):
         feats = input_features[lo : lo + step].to(device, dtype)
         fmask = feature_attention_mask[lo : lo + step].to(device)
-        lengths = audio_tokens_for_frames(fmask.sum(-1)).to(device)  # (W,)
-        hidden = family.run_tower(audio_model, feats, fmask)  # (W, 750, d_model)
+        lengths = family.tokens_for_frames(fmask.sum(-1)).to(device)  # (W,)
+        hidden = family.run_tower(audio_model, feats, fmask)  # (W, tokens per window, d)
         c = compress(hidden, lengths, comp)
         keep = torch.arange(c.x.shape[1], device=device)[None] < c.counts[:, None]
         win = torch.arange(lo, lo + len(feats), device=device)[:, None].expand_as(keep)

@@ -1,7 +1,8 @@
-"""The MCQA prompt in Qwen2-Audio's chat format, with the whole recording as one contiguous audio span.
+"""The MCQA prompt in the model family's chat format, with the whole recording as one contiguous audio span.
 
-One recording -> ``<|audio_bos|>`` + n x ``<|AUDIO|>`` + ``<|audio_eos|>`` (n = tokens of all its 30-s windows), so the
-audio-only RoPE sees a single run. Options are numbered ``(1)``..``(4)`` and the expected answer is
+One recording -> one run of n audio tokens (n = tokens of all its 30-s windows; on Qwen2-Audio ``<|audio_bos|>`` +
+n x ``<|AUDIO|>`` + ``<|audio_eos|>``), so the audio-only RoPE sees a single run; the family renders the chat around
+it (:meth:`vlat.models.ModelFamily.chat_parts`). Options are numbered ``(1)``..``(4)`` and the expected answer is
 ``(N) option text`` (the paper's format, Figure 4); prompt tokens are masked out of the loss with -100.
 """
 
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 
 from vlat.audio.compression import AudioCompression
-from vlat.audio.decode import AudioSource, audio_tokens_for_frames, featurize, load_audio
+from vlat.audio.decode import AudioSource, featurize, load_audio
 from vlat.errors import BadSampleError
+from vlat.models import family_of_processor
 
 N_OPTIONS = 4
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -24,7 +26,6 @@ INSTRUCTION = (
     'for example "(4) A pen", with no other text. Use information from the whole audio.'
 )
 IGNORE_INDEX = -100
-END_OF_TURN = "<|im_end|>"  # the chat template's end of an assistant turn: the last target token
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,18 @@ class EncodedAudio:
 
     features: torch.Tensor  # (W, mel, frames)
     feature_mask: torch.Tensor  # (W, frames)
+    window_tokens: torch.Tensor  # (W,) audio tokens of each window before compression (the family's count)
 
     def tokens(self, compression: AudioCompression | str | None = None) -> int:
         """Audio tokens the language model sees (per 30-s window, compressed: :mod:`vlat.audio.compression`)."""
-        per_window = audio_tokens_for_frames(self.feature_mask.sum(-1))
-        return int(AudioCompression.parse(compression).count(per_window).sum())
+        return int(AudioCompression.parse(compression).count(self.window_tokens).sum())
+
+
+def encode_waveform(processor, wav: np.ndarray) -> EncodedAudio:
+    """Featurise a waveform at the extractor's rate as ``processor``'s model family does (windows, token counts)."""
+    family = family_of_processor(processor)
+    feats, mask = featurize(wav, processor.feature_extractor, family.whole_recording_features)
+    return EncodedAudio(feats, mask, family.tokens_for_frames(mask.sum(-1)))
 
 
 def encode_recording(
@@ -47,14 +55,17 @@ def encode_recording(
     fe = processor.feature_extractor
     src = (audio, fe.sampling_rate) if isinstance(audio, np.ndarray) else audio
     wav = load_audio(src, fe.sampling_rate, max_seconds=max_audio_seconds, name=name)
-    return EncodedAudio(*featurize(wav, fe))
+    return encode_waveform(processor, wav)
 
 
-def end_of_turn_id(tokenizer) -> int:
-    """Id of ``<|im_end|>``, named explicitly (``eos_token`` differs between Qwen2-Audio checkpoints)."""
-    tid = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    if tid is None or tid == tokenizer.unk_token_id:
-        raise ValueError(f"tokenizer has no {END_OF_TURN} token: not a Qwen2-Audio chat tokenizer")
+def end_of_turn_id(processor) -> int:
+    """Id of the token that ends an assistant turn in ``processor``'s family (``<|im_end|>`` on the Qwen2 chats,
+    ``</s>`` on Voxtral), named explicitly (``eos_token`` differs between Qwen2-Audio checkpoints)."""
+    end = family_of_processor(processor).end_of_turn
+    tok = processor.tokenizer
+    tid = tok.convert_tokens_to_ids(end)
+    if tid is None or tid == tok.unk_token_id:
+        raise ValueError(f"tokenizer has no {end} token: not the chat tokenizer of its model family")
     return tid
 
 
@@ -78,37 +89,6 @@ def validate_mcqa(question, options, answer, name: str) -> None:
         raise BadSampleError(name, "bad_answer", f"answer index {answer!r} is outside 0..{N_OPTIONS - 1}")
 
 
-_QUESTION_SLOT = "\x00QUESTION\x00"
-
-
-def _chat_parts(processor, n_audio: int, before_question: str, system_prompt: str) -> tuple[list[int], str]:
-    """The chat template around one recording and one user text: the ids up to the question (chat header, the n audio
-    tokens, ``before_question``) and the text after it (the end of the user turn and the assistant header)."""
-    tok = processor.tokenizer
-    messages = [
-        {"role": "system", "content": system_prompt},
-        {
-            "role": "user",
-            "content": [
-                {"type": "audio", "audio": "audio"},
-                {"type": "text", "text": before_question + _QUESTION_SLOT},
-            ],
-        },
-    ]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    before, sep, after = text.partition(processor.audio_token)
-    if not sep or processor.audio_token in after or after.count(_QUESTION_SLOT) != 1:
-        raise ValueError("chat template must render exactly one audio placeholder and one user text per recording")
-    head, tail = after.split(_QUESTION_SLOT)
-    audio_id = tok.convert_tokens_to_ids(processor.audio_token)
-    prefix = [
-        *tok(before, add_special_tokens=False).input_ids,
-        *([audio_id] * n_audio),
-        *tok(head, add_special_tokens=False).input_ids,
-    ]
-    return prefix, tail
-
-
 def mcqa_prompt_ids(
     processor,
     n_audio: int,
@@ -123,9 +103,14 @@ def mcqa_prompt_ids(
     Every question about one recording shares the prefix, so evaluation can encode it once and reuse its KV cache;
     :func:`build_mcqa_example` uses the same split, so both paths see identical tokens.
     """
-    prefix, tail = _chat_parts(processor, n_audio, f"{instruction}\n\n", SYSTEM_PROMPT)
-    text = format_question(question, options) + tail + assistant_prefix
-    return prefix, processor.tokenizer(text, add_special_tokens=False).input_ids
+    prefix, tail = family_of_processor(processor).chat_parts(processor, n_audio, f"{instruction}\n\n", SYSTEM_PROMPT)
+    tok = processor.tokenizer
+    asked = tok(format_question(question, options), add_special_tokens=False).input_ids
+    return prefix, [
+        *asked,
+        *tail,
+        *(tok(assistant_prefix, add_special_tokens=False).input_ids if assistant_prefix else []),
+    ]
 
 
 def chat_prompt_ids(
@@ -133,10 +118,9 @@ def chat_prompt_ids(
 ) -> tuple[list[int], list[int]]:
     """A free-form question about one recording: the shared *prefix* (chat header and the n audio tokens) and the
     question's *suffix* (the question and the assistant header), as the chat template renders them together."""
-    prefix, tail = _chat_parts(processor, n_audio, "", system_prompt)
-    tok = processor.tokenizer  # the user's words are text: a typed "<|im_end|>" does not end the turn
-    asked = tok(question.strip(), add_special_tokens=False, split_special_tokens=True).input_ids
-    return prefix, asked + tok(tail, add_special_tokens=False).input_ids
+    family = family_of_processor(processor)
+    prefix, tail = family.chat_parts(processor, n_audio, "", system_prompt)
+    return prefix, family.user_text_ids(processor.tokenizer, question.strip()) + tail
 
 
 def build_mcqa_example(
@@ -155,10 +139,10 @@ def build_mcqa_example(
     """Tokens and features of one MCQA question about one recording (any length).
 
     Args:
-        processor: the model's ``Qwen2AudioProcessor`` (tokenizer + Whisper feature extractor + chat template).
+        processor: the model's processor (tokenizer + Whisper feature extractor + chat format), of a supported family.
         audio: a 16-kHz float waveform, anything :func:`vlat.audio.decode.load_audio` reads, or an :class:`EncodedAudio`
             (one decode per recording, shared by its questions).
-        answer: 0-based index of the correct option; when given, ``labels`` hold ``(N) option<|im_end|>``.
+        answer: 0-based index of the correct option; when given, ``labels`` hold ``(N) option`` and the end of turn.
         audio_compression: the model's compression setting: the audio run holds that many tokens.
         assistant_prefix: text appended after the assistant header, outside the labels (``"("`` for logits scoring).
         name: how errors refer to this sample.
@@ -176,7 +160,10 @@ def build_mcqa_example(
     prompt = prefix + suffix
     target = []
     if answer is not None:
-        target = [*tok(format_answer(options, int(answer)), add_special_tokens=False).input_ids, end_of_turn_id(tok)]
+        target = [
+            *tok(format_answer(options, int(answer)), add_special_tokens=False).input_ids,
+            end_of_turn_id(processor),
+        ]
     input_ids = torch.tensor(prompt + target, dtype=torch.long)
     example = {
         "input_ids": input_ids,

@@ -259,7 +259,7 @@ class MCQABatchStream(IterableDataset):
             enc = encode_recording(self.processor, rec.audio, max_audio_seconds=self.max_audio_seconds, name=rec.id)
         except BadSampleError as e:
             return e
-        return EncodedAudio(shared(enc.features), shared(enc.feature_mask))
+        return EncodedAudio(shared(enc.features), shared(enc.feature_mask), enc.window_tokens)
 
     def _build(self, plan: list[Record], bad: Counter) -> dict:
         """Featurise each recording once (inline audio already was, per window), then one example per question."""

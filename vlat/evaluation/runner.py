@@ -16,10 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from vlat.audio.compression import AudioCompression
-from vlat.audio.decode import featurize, load_audio, seconds_to_tokens
+from vlat.audio.decode import load_audio, seconds_to_tokens
 from vlat.audio.tokens import time_layout
 from vlat.data.buckets import DEFAULT_TOLERANCE
-from vlat.data.prompts import EncodedAudio, mcqa_prompt_ids
+from vlat.data.prompts import encode_waveform, mcqa_prompt_ids
 from vlat.data.records import ColumnMapping, Record, normalize
 from vlat.data.sources import Source, SourceError, read_rows, resolve
 from vlat.data.stream import StreamSpec, iter_records
@@ -34,6 +34,7 @@ from vlat.evaluation.prefix import (
 )
 from vlat.evaluation.scoring import LOGITS_PREFIX, option_token_ids
 from vlat.evaluation.tables import aggregate
+from vlat.models import family_of_processor
 from vlat.models.loading import check_model_source, load_model, load_processor, text_head_dim
 from vlat.rope import (
     METHODS,
@@ -286,7 +287,9 @@ class Evaluator:
         self.model = model.to(self.device).eval()
         self.option_ids = option_token_ids(self.processor.tokenizer)
         self.audio_token_id = find_audio_model(self.model).config.audio_token_id
-        self.tokens = seconds_to_tokens(spec.original_audio_seconds, self.processor.feature_extractor)
+        self.tokens = seconds_to_tokens(
+            spec.original_audio_seconds, self.processor.feature_extractor, family_of_processor(self.processor)
+        )
         self.compressions = [AudioCompression.parse(c) for c in spec.compressions]
         self._warned_methods: set[str] = set()
         self.memory_skipped: dict[float, int] = {}  # bucket -> questions skipped for memory (last run)
@@ -386,10 +389,11 @@ class Evaluator:
         except BadSampleError as e:
             self._skip(e, bar, recs)
             return []
-        feats, fmask = featurize(wav, self.processor.feature_extractor)
+        enc = encode_waveform(self.processor, wav)
+        feats, fmask = enc.features, enc.feature_mask
         settings = []  # per compression: its prompt (the audio run holds its token count)
         for comp in self.compressions:
-            n_audio = EncodedAudio(feats, fmask).tokens(comp)
+            n_audio = enc.tokens(comp)
             settings.append((comp, n_audio, *self._prompt(recs, n_audio)))
         need = max(
             (

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from vlat.audio.decode import featurize, load_audio
-from vlat.data.prompts import EncodedAudio, mcqa_prompt_ids
+from vlat.audio.decode import load_audio
+from vlat.data.prompts import encode_waveform, mcqa_prompt_ids
 from vlat.errors import BadSampleError
 from vlat.evaluation.prefix import encode_audio, score_questions
 from vlat.evaluation.runner import Evaluator
@@ -52,8 +52,9 @@ def run_sweep(ev: Evaluator, length: float, cutoffs: list[int], temperatures: li
         except BadSampleError:
             skipped += len(recs)
             continue
-        feats, fmask = featurize(wav, proc.feature_extractor)
-        n_audio = EncodedAudio(feats, fmask).tokens(comp)
+        enc = encode_waveform(proc, wav)
+        feats, fmask = enc.features, enc.feature_mask
+        n_audio = enc.tokens(comp)
         audio = encode_audio(ev.model, feats, fmask)  # once per recording, for the whole grid
         parts = [mcqa_prompt_ids(proc, n_audio, r.question, r.options, LOGITS_PREFIX) for r in recs]
         mine = np.zeros_like(correct)

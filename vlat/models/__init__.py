@@ -16,8 +16,9 @@ from vlat.errors import ConfigError
 from vlat.models.audioflamingo3 import AUDIO_FLAMINGO_3
 from vlat.models.family import ModelFamily
 from vlat.models.qwen2_audio import QWEN2_AUDIO
+from vlat.models.voxtral import VOXTRAL
 
-FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (QWEN2_AUDIO, AUDIO_FLAMINGO_3)}
+FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (QWEN2_AUDIO, AUDIO_FLAMINGO_3, VOXTRAL)}
 
 
 def supported() -> str:
@@ -52,6 +53,15 @@ def family_of_model(model: nn.Module) -> ModelFamily:
     return _find(model)[0]
 
 
+def family_of_processor(processor) -> ModelFamily:
+    """The family whose checkpoints load ``processor`` (its class: e.g. ``VoxtralProcessor``)."""
+    name = type(processor).__name__
+    for family in FAMILIES.values():
+        if family.processor_class == name:
+            return family
+    raise TypeError(f"processor: {name} is not the processor of a supported family ({supported()})")
+
+
 def forward_kwargs(model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
     """``inputs`` (vlat's batch keys) as the forward of ``model``'s family takes them (:meth:`ModelFamily.forward_kwargs`)."""
     family, inner = _find(model)
@@ -76,10 +86,12 @@ def _find(model: nn.Module) -> tuple[ModelFamily, nn.Module]:
 __all__ = [
     "AUDIO_FLAMINGO_3",
     "QWEN2_AUDIO",
+    "VOXTRAL",
     "FAMILIES",
     "ModelFamily",
     "family_of_checkpoint",
     "family_of_model",
+    "family_of_processor",
     "family_of_type",
     "find_audio_model",
     "forward_kwargs",

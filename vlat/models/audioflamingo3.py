@@ -50,6 +50,7 @@ AUDIO_FLAMINGO_3 = AudioFlamingo3Family(
     model_type="audioflamingo3",
     model_class="AudioFlamingo3ForConditionalGeneration",
     inner_class="AudioFlamingo3Model",
+    processor_class="AudioFlamingo3Processor",
     feature_mask_key="input_features_mask",
     native_seconds=600.0,
     published_id="nvidia/audio-flamingo-3-hf",

@@ -27,7 +27,8 @@ def check_model_source(name_or_path: str, field: str = "model_name_or_path") -> 
     if p.exists():
         if not (p / "config.json").is_file():
             raise ConfigError(f"{field} {name_or_path}: not a model directory (no config.json)")
-        family_of_checkpoint(name_or_path, field)  # an unsupported model_type: one line, before anything loads
+        # an unsupported model_type, or a family whose processor library is missing: one line, before anything loads
+        family_of_checkpoint(name_or_path, field).check_installed(f"{field} {name_or_path}")
     elif not is_hub_id(name_or_path):
         raise ConfigError(f"{field} {name_or_path}: no such directory (and not a hub id)")
 
@@ -68,4 +69,5 @@ def load_model(name_or_path: str, dtype: str = "auto", attn_implementation: str 
 def load_processor(name_or_path: str):
     from transformers import AutoProcessor
 
+    family_of_checkpoint(name_or_path).check_installed(name_or_path)
     return AutoProcessor.from_pretrained(name_or_path)

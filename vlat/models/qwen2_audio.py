@@ -59,6 +59,7 @@ QWEN2_AUDIO = Qwen2AudioFamily(
     model_type="qwen2_audio",
     model_class="Qwen2AudioForConditionalGeneration",
     inner_class="Qwen2AudioModel",
+    processor_class="Qwen2AudioProcessor",
     feature_mask_key="feature_attention_mask",
     native_seconds=30.0,
     published_id="Qwen/Qwen2-Audio-7B-Instruct",

@@ -135,7 +135,7 @@ def _transcription(processor, enc, seq: list[str]) -> dict:
     tok = processor.tokenizer
     prefix, _ = mcqa_prompt_ids(processor, enc.tokens(), "x", ["x"] * 4)
     ask = tok(f"{TRANSCRIBE}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False).input_ids
-    target = [*tok(" ".join(seq), add_special_tokens=False).input_ids, end_of_turn_id(tok)]
+    target = [*tok(" ".join(seq), add_special_tokens=False).input_ids, end_of_turn_id(processor)]
     ids = torch.tensor([*prefix, *ask, *target])
     labels = torch.tensor([IGNORE_INDEX] * (len(prefix) + len(ask)) + target)
     return {
@@ -175,7 +175,7 @@ def _text_batch(processor, rng: np.random.Generator, task: SynthConfig, n: int, 
         options = list(options) if task.fixed_options else [options[i] for i in rng.permutation(len(options))]
         prefix, suffix = mcqa_prompt_ids(processor, 0, text, options)
         answer = tok(format_answer(options, int(rng.integers(4))), add_special_tokens=False).input_ids
-        rows.append(torch.tensor([*prefix, *suffix, *answer, end_of_turn_id(tok)]))
+        rows.append(torch.tensor([*prefix, *suffix, *answer, end_of_turn_id(processor)]))
     ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-100)
     mask = ids != -100
     logits = model(input_ids=ids.clamp(min=0), attention_mask=mask.long()).logits[:, :-1]

@@ -9,13 +9,22 @@ Audio Flamingo 3 (``family="audioflamingo3"``): ``AudioFlamingo3ForConditionalGe
 ``AudioFlamingo3Processor`` (the same 128-bin extractor and 30-s windows, 750 tokens each, one ``<sound>`` run),
 as ``nvidia/audio-flamingo-3-hf`` loads; the chat template renders as the published one (a Qwen2 chat, ``<sound>``
 first in a user turn that holds audio).
+
+Voxtral (``family="voxtral"``): ``VoxtralForConditionalGeneration`` and ``VoxtralProcessor`` with mistral-common's
+Tekken tokenizer (``MistralCommonBackend``, the optional ``vlat[voxtral]`` extra) read from a ``tekken.json`` of
+byte tokens, the v7 control tokens at their published ranks (``[AUDIO]`` 24, ``[BEGIN_AUDIO]`` 25) and the
+published audio section (16 kHz, 12.5 tokens/s, 128 mel bins, 30-s chunks), as ``mistralai/Voxtral-Mini-3B-2507``
+loads.
 """
 
 from __future__ import annotations
 
+import atexit
+import base64
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +225,42 @@ def build_tiny_af3_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
     return _random_model(AudioFlamingo3ForConditionalGeneration, config, cfg.seed)
 
 
+def build_tiny_voxtral_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
+    """Random-weight ``VoxtralForConditionalGeneration`` with the given sizes (as :func:`build_tiny_model`): a Llama
+    decoder and the Whisper-style encoder whose projector takes four encoder frames per token."""
+    from transformers import LlamaConfig, VoxtralConfig, VoxtralEncoderConfig, VoxtralForConditionalGeneration
+
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        rms_norm_eps=1e-5,
+        initializer_range=cfg.initializer_range,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    audio = VoxtralEncoderConfig(
+        num_mel_bins=128,
+        num_hidden_layers=cfg.audio_layers,
+        num_attention_heads=cfg.audio_heads,
+        hidden_size=cfg.audio_d_model,
+        intermediate_size=4 * cfg.audio_d_model,  # also the projector's input: four encoder frames per token
+        max_source_positions=1500,  # 3000 mel frames = 30 s, as the real encoder
+    )
+    config = VoxtralConfig(
+        audio_config=audio, text_config=text, audio_token_id=tokenizer.convert_tokens_to_ids("[AUDIO]")
+    )
+    return _random_model(VoxtralForConditionalGeneration, config, cfg.seed)
+
+
 def _random_model(model_class, config, seed: int):
     """``model_class(config)`` with seeded random weights, generating until the text config's end of turn."""
     torch.manual_seed(seed)
@@ -245,6 +290,71 @@ def build_af3_processor(tokenizer):
     )
 
 
+# Tekken's pre-tokenizer pattern (mistral-common's tekken.json files) and the v7 control tokens with audio, at the
+# ranks of mistralai/Voxtral-Mini-3B-2507 (VoxtralProcessor fixes [AUDIO] at 24); other ranks are <SPECIAL_n>.
+TEKKEN_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+TEKKEN_CONTROL = {
+    0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]", 6: "[/AVAILABLE_TOOLS]",
+    7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]", 10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]",
+    13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]", 16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]", 34: "[TRANSCRIBE]",
+}  # fmt: skip
+
+
+def tekken_json(num_special: int = 40, vocab_size: int | None = None) -> dict:
+    """A Tekken tokenizer file: ``num_special`` control tokens, then the 256 byte tokens, then (to ``vocab_size``, the
+    published 131,072 for full-size checkpoints) two-byte tokens in order; Voxtral's audio section."""
+    n_vocab = (vocab_size or num_special + 256) - num_special
+    pieces = [bytes([b]) for b in range(256)] + [bytes([a, b]) for a in range(256) for b in range(256)]
+    if n_vocab > len(pieces):
+        raise ValueError(f"vocab_size: at most {num_special + len(pieces)}")
+    return {
+        "config": {
+            "pattern": TEKKEN_PATTERN,
+            "num_vocab_tokens": n_vocab,
+            "default_vocab_size": num_special + n_vocab,
+            "default_num_special_tokens": num_special,
+            "version": "v7",
+        },
+        "vocab": [
+            {"rank": i, "token_bytes": base64.b64encode(piece).decode(), "token_str": None}
+            for i, piece in enumerate(pieces[:n_vocab])
+        ],
+        "special_tokens": [
+            {"rank": i, "token_str": TEKKEN_CONTROL.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+            for i in range(num_special)
+        ],
+        "audio": {
+            "sampling_rate": 16000,
+            "frame_rate": 12.5,
+            "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+            "chunk_length_s": 30.0,
+        },
+    }
+
+
+def build_voxtral_tokenizer(real_ids: bool = False):
+    """``MistralCommonBackend`` on a :func:`tekken_json` file (``real_ids``: the published 1,000 control tokens and
+    131,072-token vocabulary). Needs ``mistral-common`` (``pip install 'vlat[voxtral]'``)."""
+    from transformers import MistralCommonBackend
+
+    # the tokenizer reads its file again when saved: the file lives as long as the process
+    d = Path(tempfile.mkdtemp(prefix="vlat-tekken-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    (d / "tekken.json").write_text(json.dumps(tekken_json(1000, 131072) if real_ids else tekken_json()))
+    return MistralCommonBackend.from_pretrained(d)
+
+
+def build_voxtral_processor(tokenizer):
+    from transformers import VoxtralProcessor
+
+    return VoxtralProcessor(feature_extractor=_whisper_features(), tokenizer=tokenizer)
+
+
 @dataclass(frozen=True)
 class TinyFamily:
     """What the tiny checkpoint of one family is made of."""
@@ -253,11 +363,24 @@ class TinyFamily:
     real_ids: dict[str, int]  # the published checkpoint's ids of those tokens
     build_model: Callable  # (tokenizer, TinyModelConfig) -> random-weight generation model
     build_processor: Callable  # tokenizer -> processor
+    build_tokenizer: Callable | None = None  # real_ids -> tokenizer; None: the byte-level Qwen2 one with these tokens
+
+    def tokenizer(self, real_ids: bool = False):
+        if self.build_tokenizer is not None:
+            return self.build_tokenizer(real_ids)
+        return build_tokenizer(self.real_ids if real_ids else None, special_tokens=self.special_tokens)
 
 
 TINY_FAMILIES = {
     "qwen2_audio": TinyFamily(SPECIAL_TOKENS, REAL_SPECIAL_IDS, build_tiny_model, build_processor),
     "audioflamingo3": TinyFamily(AF3_SPECIAL_TOKENS, AF3_REAL_SPECIAL_IDS, build_tiny_af3_model, build_af3_processor),
+    "voxtral": TinyFamily(
+        tuple(TEKKEN_CONTROL.values()),
+        {t: i for i, t in TEKKEN_CONTROL.items()},
+        build_tiny_voxtral_model,
+        build_voxtral_processor,
+        build_voxtral_tokenizer,
+    ),
 }
 FAMILIES = tuple(TINY_FAMILIES)
 
@@ -277,7 +400,7 @@ def family_tokenizer_and_processor(family: str, real_ids: bool = False):
     """The tokenizer and processor of ``family`` (one of :data:`FAMILIES`); ``real_ids``: the special tokens at the
     published checkpoint's ids."""
     tiny = _tiny_family(family)
-    tokenizer = build_tokenizer(tiny.real_ids if real_ids else None, special_tokens=tiny.special_tokens)
+    tokenizer = tiny.tokenizer(real_ids)
     return tokenizer, tiny.build_processor(tokenizer)
 
 

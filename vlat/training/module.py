@@ -19,6 +19,7 @@ from vlat.data.prompts import N_OPTIONS
 from vlat.errors import REASONS, ConfigError
 from vlat.evaluation.scoring import option_token_ids, predict_logits
 from vlat.evaluation.stats import Interval, accuracy_interval
+from vlat.models import family_of_processor
 from vlat.models.loading import (
     check_model_source,
     load_model,
@@ -142,7 +143,9 @@ class VLATModule(L.LightningModule):
         )
         rope = AudioRopeConfig(
             method=hp.rope_method,
-            original_audio_tokens=seconds_to_tokens(hp.original_audio_seconds, self.processor.feature_extractor),
+            original_audio_tokens=seconds_to_tokens(
+                hp.original_audio_seconds, self.processor.feature_extractor, family_of_processor(self.processor)
+            ),
             cutoff_dim=hp.cutoff_dim,
             temperature=hp.temperature,
         )
