@@ -195,6 +195,21 @@ def test_voxtral_needs_mistral_common_in_one_line(tiny_voxtral_model_dir, monkey
         check_model_source(str(tiny_voxtral_model_dir), "--model")
 
 
+def test_a_system_prompt_is_refused_in_one_line(tiny_voxtral_model_dir, tmp_path):
+    """Voxtral's chat has no system turn next to audio: ask.py --system-prompt says so instead of dropping it."""
+    path = tmp_path / "talk.flac"
+    sf.write(path, tones(5), 16000)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "ask.py"), "--model", str(tiny_voxtral_model_dir), "--audio", str(path),
+         "What?", "--system-prompt", "Be brief.", "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1] == (
+        "ask.py: error: system_prompt: Voxtral's chat has no system turn next to audio"
+    )
+
+
 def test_train_and_evaluate_voxtral_end_to_end(tmp_path, tiny_voxtral_model_dir, synth_dir):
     """VLAT LoRA training on Voxtral writes its adapter (LoRA on the language model only); evaluate.py scores it per
     bucket on every test question, uncompressed (375 tokens per whole 30-s chunk) and pooled."""

@@ -21,7 +21,7 @@ import torch
 from vlat.audio.decode import seconds_to_tokens
 from vlat.data.prompts import SYSTEM_PROMPT, chat_prompt_ids, encode_recording, end_of_turn_id
 from vlat.errors import BadSampleError, ConfigError
-from vlat.models import family_of_model
+from vlat.models import family_of_model, family_of_processor
 from vlat.rope import AudioRopeConfig, apply_audio_compression, apply_audio_rope
 from vlat.training.adapter_record import base_fingerprint, fingerprint_mismatch, name_mismatch, training_of
 
@@ -131,6 +131,9 @@ class LongAudioQA:
             self.recorded = training_of(adapter)
         self.settings, self.system_prompt, self.progress = settings, system_prompt, progress
         self.processor = load_processor(model)
+        family = family_of_processor(self.processor)
+        if system_prompt != SYSTEM_PROMPT and not family.system_turn:
+            raise ConfigError(f"system_prompt: {family.name}'s chat has no system turn next to audio")
         base = load_model(model, dtype, attn_implementation)
         if adapter is not None:
             problem = fingerprint_mismatch(adapter, base_fingerprint(base))

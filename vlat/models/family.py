@@ -37,6 +37,7 @@ class ModelFamily:
         whole_recording_features: the processor computes log-mel features over the whole recording in one call
             (one normalisation, padded to whole windows) instead of window by window.
         requires: (module, pip extra) its processor needs beyond vlat's own dependencies.
+        system_turn: its chat renders a system prompt next to audio.
     """
 
     name: str
@@ -50,6 +51,7 @@ class ModelFamily:
     end_of_turn: str = "<|im_end|>"
     whole_recording_features: bool = False
     requires: tuple[str, str] | None = None
+    system_turn: bool = True
 
     def check_installed(self, where: str) -> None:
         """A one-line :class:`~vlat.errors.ConfigError` naming the extra to install when the processor's library is

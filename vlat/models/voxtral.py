@@ -92,4 +92,5 @@ VOXTRAL = VoxtralFamily(
     end_of_turn="</s>",
     whole_recording_features=True,
     requires=("mistral_common", "voxtral"),  # its tokenizer: transformers' MistralCommonBackend
+    system_turn=False,
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import itertools
 import json
 import os
 import shutil
@@ -307,11 +308,10 @@ TEKKEN_CONTROL = {
 
 def tekken_json(num_special: int = 40, vocab_size: int | None = None) -> dict:
     """A Tekken tokenizer file: ``num_special`` control tokens, then the 256 byte tokens, then (to ``vocab_size``, the
-    published 131,072 for full-size checkpoints) two-byte tokens in order; Voxtral's audio section."""
+    published 131,072 for full-size checkpoints) two- and three-byte tokens in order; Voxtral's audio section."""
     n_vocab = (vocab_size or num_special + 256) - num_special
-    pieces = [bytes([b]) for b in range(256)] + [bytes([a, b]) for a in range(256) for b in range(256)]
-    if n_vocab > len(pieces):
-        raise ValueError(f"vocab_size: at most {num_special + len(pieces)}")
+    every = (bytes(t) for n in (1, 2, 3) for t in itertools.product(range(256), repeat=n))  # bytes, pairs, triples
+    pieces = list(itertools.islice(every, n_vocab))
     return {
         "config": {
             "pattern": TEKKEN_PATTERN,
@@ -322,7 +322,7 @@ def tekken_json(num_special: int = 40, vocab_size: int | None = None) -> dict:
         },
         "vocab": [
             {"rank": i, "token_bytes": base64.b64encode(piece).decode(), "token_str": None}
-            for i, piece in enumerate(pieces[:n_vocab])
+            for i, piece in enumerate(pieces)
         ],
         "special_tokens": [
             {"rank": i, "token_str": TEKKEN_CONTROL.get(i, f"<SPECIAL_{i}>"), "is_control": True}
