@@ -24,7 +24,6 @@ from vlat.models import family_of_model, find_audio_model, forward_kwargs  # noq
 from vlat.rope import AudioRopeConfig, apply_audio_rope  # noqa: E402
 
 
-
 def methods(window: int) -> dict[str, AudioRopeConfig]:
     """The compared settings, with the family's 30-s window in tokens (750; Voxtral 375)."""
     return {
