@@ -19,6 +19,9 @@ Steps, most important first (the full 7B architecture, random bf16 weights):
    bf16-mixed), fast path against plain: seconds per step, MFU, peak memory (``bench/train_loop.py``).
 6. ``train_10min``, ``train_30min``: batch 1 of 10- and 30-minute audio through ``train.py`` under the ``auto``
    checkpointing policy: time and peak memory.
+7. ``rope_af3``, ``eval_af3``, ``rope_voxtral``, ``eval_voxtral``: the RoPE overhead and shared-prefix evaluation
+   of the other model families at their published widths (about 4 minutes; past the default deadline after the
+   steps above, so run them alone with ``--steps rope_af3,eval_af3,rope_voxtral,eval_voxtral``).
 
 Writes ``bench/results/gpu-suite-<date>.json`` and ``.md`` (every step's own results file, its status, wall time and
 the end of its output) and checks the targets: the default configuration ≥ 50% MFU, 60-minute evaluation within
@@ -114,6 +117,58 @@ STEPS = [
         120,
         needs_model=True,
         headline=["step_s/fast", "mfu/fast"],
+    ),
+    Step(
+        "rope_af3",
+        "Audio Flamingo 3 (7B): RoPE overhead, 15,000 audio tokens: partial_yarn, whole_yarn / vanilla",
+        ["bench/rope_overhead.py", "--family", "audioflamingo3", "--rounds", "3"],
+        ["bench/rope_overhead.py", "--tiny", "--family", "audioflamingo3"],
+        60,
+        headline=["rope_overhead_partial_yarn", "rope_overhead_whole_yarn"],
+    ),
+    Step(
+        "eval_af3",
+        "Audio Flamingo 3 (7B): evaluation with the shared prefix at 10 and 30 min",
+        [
+            "bench/eval_throughput.py",
+            "--family",
+            "audioflamingo3",
+            "--minutes",
+            "10,30",
+            "--baseline-minutes",
+            "0",
+            "--rounds",
+            "1",
+        ],
+        ["bench/eval_throughput.py", "--tiny", "--family", "audioflamingo3"],
+        90,
+        headline=["questions_per_s/"],
+    ),
+    Step(
+        "rope_voxtral",
+        "Voxtral-Mini-3B: RoPE overhead, 15,000 audio tokens: partial_yarn, whole_yarn / vanilla",
+        ["bench/rope_overhead.py", "--family", "voxtral", "--rounds", "3"],
+        ["bench/rope_overhead.py", "--tiny", "--family", "voxtral"],
+        60,
+        headline=["rope_overhead_partial_yarn", "rope_overhead_whole_yarn"],
+    ),
+    Step(
+        "eval_voxtral",
+        "Voxtral-Mini-3B: evaluation with the shared prefix at 10 and 30 min",
+        [
+            "bench/eval_throughput.py",
+            "--family",
+            "voxtral",
+            "--minutes",
+            "10,30",
+            "--baseline-minutes",
+            "0",
+            "--rounds",
+            "1",
+        ],
+        ["bench/eval_throughput.py", "--tiny", "--family", "voxtral"],
+        90,
+        headline=["questions_per_s/"],
     ),
 ]
 

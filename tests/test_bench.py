@@ -83,7 +83,10 @@ def test_gpu_suite_tiny_runs_every_step(tmp_path):
     [path] = tmp_path.glob("gpu-suite-*_tiny.json")
     summary = json.loads(path.read_text())
     steps = summary["steps"]
-    assert list(steps) == ["eval", "rope", "compression", "model", "train_default", "train_10min", "train_30min"]
+    assert list(steps) == [
+        "eval", "rope", "compression", "model", "train_default", "train_10min", "train_30min",
+        "rope_af3", "eval_af3", "rope_voxtral", "eval_voxtral",
+    ]  # fmt: skip
     assert all(s["status"] == "ok" for s in steps.values()), {k: s["status"] for k, s in steps.items()}
     want = {
         "eval": ["questions_per_s/0.5min", "questions_per_s/1min/no_reuse", "speedup_vs_no_reuse/1min"],
@@ -91,6 +94,8 @@ def test_gpu_suite_tiny_runs_every_step(tmp_path):
         "compression": ["audio_tokens/1min/pool:2", "questions_per_s/1min/ltbm:0.5", "train_step_s/1min/ltbm:0.5"],
         "train_default": ["step_s/fast", "step_s/plain", "mfu/fast", "speedup_fast_vs_plain"],
         "train_10min": ["step_s/fast"],
+        "rope_voxtral": ["rope_overhead_whole_yarn", "rope_overhead_partial_yarn"],
+        "eval_voxtral": ["questions_per_s/0.5min"],
     }
     for step, keys in want.items():
         assert all(steps[step]["headline"][k] > 0 for k in keys), (step, steps[step]["headline"])
