@@ -44,5 +44,5 @@ PYEOF
     ;;
   *) echo "scripts/test-env.sh: unknown set $set_name (oldest or newest)" >&2; exit 2 ;;
 esac
-"$vpy" -m pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|lightning|datasets|pyarrow|numpy|jsonargparse|huggingface.hub|tokenizers) ' | tr -s ' ' | sed 's/^/  /'
+"$vpy" -m pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|lightning|datasets|pyarrow|numpy|jsonargparse|huggingface.hub|tokenizers|mistral.common) ' | tr -s ' ' | sed 's/^/  /'
 "$vpy" -m pytest "$@"
