@@ -1,7 +1,8 @@
 """Model families (:mod:`vlat.models`): the family read from config.json, unsupported models refused in one line
 before anything loads, and Audio Flamingo 3 through the paths Qwen2-Audio takes — its prompt equal to its stock
-processor's (without the 600-s cap), its audio tokens equal to its stock audio path, train.py / evaluate.py / ask
-end to end. The RoPE parity tests of both families are in test_rope.py."""
+processor's (without the 600-s cap), its audio tokens equal to its stock audio path; train.py / evaluate.py /
+sweep.py / ask end to end for Audio Flamingo 3 and Voxtral (Voxtral's own checks: test_voxtral.py; the RoPE parity
+tests of every family: test_rope.py)."""
 
 import json
 import subprocess
@@ -147,14 +148,38 @@ def test_af3_audio_tokens_equal_its_stock_audio_path(tiny_af3_model, af3_process
     torch.testing.assert_close(ours, stock, rtol=0, atol=0)
 
 
-def test_train_and_evaluate_af3_end_to_end(tmp_path, tiny_af3_model_dir, synth_dir):
-    """VLAT LoRA training on Audio Flamingo 3 writes its adapter (LoRA on the language model only); evaluate.py scores
-    it per bucket on every test question, uncompressed and pooled."""
+# family -> (its tiny checkpoint's fixture, audio tokens per evaluate.py cell (compression, minutes): uncompressed
+# and pooled by 2, sweep.py's (length, original window in seconds))
+END_TO_END = {
+    # 750 per 30-s window, 75 s: 750 + 750 + 375; pooled by 2: 375, and 375 + 375 + 188
+    "audioflamingo3": (
+        "tiny_af3_model_dir",
+        {("none", 0.5): 750, ("none", 1.25): 1875, ("pool:2", 0.5): 375, ("pool:2", 1.25): 938},
+        (0.5, 20),
+    ),
+    # 375 per whole 30-s chunk (75 s: three chunks, the last padded); pooled by 2: 188 per chunk
+    "voxtral": (
+        "tiny_voxtral_model_dir",
+        {("none", 0.5): 375, ("none", 1.25): 1125, ("pool:2", 0.5): 188, ("pool:2", 1.25): 564},
+        (1.25, 30),
+    ),
+}
+
+# Voxtral's runs also go with the seam tests on the oldest allowed versions (MistralCommonBackend, its classes)
+OTHER_FAMILIES = ["audioflamingo3", pytest.param("voxtral", marks=pytest.mark.seam)]
+
+
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_train_and_evaluate_end_to_end(family, request, tmp_path, synth_dir):
+    """VLAT LoRA training on each other family writes its adapter (LoRA on the language model only); evaluate.py
+    scores it per bucket on every test question, uncompressed and pooled."""
     from tests.test_train import scalars, train, write_config
 
+    fixture, tokens, _ = END_TO_END[family]
+    model_dir = request.getfixturevalue(fixture)
     config, run = write_config(
         tmp_path,
-        tiny_af3_model_dir,
+        model_dir,
         synth_dir,
         **{
             "trainer.max_steps": 3,
@@ -170,13 +195,11 @@ def test_train_and_evaluate_af3_end_to_end(tmp_path, tiny_af3_model_dir, synth_d
 
     names = list(load_file(adapter / "adapter_model.safetensors"))
     assert names and all(".language_model." in n for n in names)
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
-        tiny_af3_model_dir
-    )
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(model_dir)
 
     out = tmp_path / "eval"
     res = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), "--no-progress", "--model", str(tiny_af3_model_dir),
+        [sys.executable, str(ROOT / "evaluate.py"), "--no-progress", "--model", str(model_dir),
          "--adapter", str(run / "checkpoints" / "last.ckpt"), "--data", str(synth_dir),
          "--methods", "vanilla,partial_pi", "--lengths", "0.5,1.25", "--audio-compression", "none,pool:2",
          "--output", str(out)],
@@ -189,22 +212,23 @@ def test_train_and_evaluate_af3_end_to_end(tmp_path, tiny_af3_model_dir, synth_d
     assert {(r["compression"], r["method"], r["length_min"]): r["questions"] for r in results} == {
         (c, m, x): want[x] for c in ("none", "pool:2") for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
     }
-    # uncompressed 750 per 30-s window; pooled by 2: 375, and 375 + 375 + 188 for 75 s
-    tokens = {("none", 0.5): 750, ("none", 1.25): 1875, ("pool:2", 0.5): 375, ("pool:2", 1.25): 938}
     assert all(r["audio_tokens_mean"] == tokens[r["compression"], r["length_min"]] for r in results)
 
 
-def test_ask_af3_equals_generate(tiny_af3_model_dir, tmp_path):
-    """ask on Audio Flamingo 3: a 75-s recording is inside its 600-s window (vanilla positions); the answer is what the
-    stock generate() gives for the same prompt."""
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_ask_equals_generate(family, request, tmp_path):
+    """ask on each other family: a 75-s recording is inside its native window (AF3 600 s, Voxtral 40 min: vanilla
+    positions); the answer is what the stock generate() gives for the same prompt."""
     from vlat.data.prompts import chat_prompt_ids, encode_recording
+    from vlat.models import FAMILIES
     from vlat.qa import LongAudioQA
 
     path = tmp_path / "talk.flac"
     sf.write(path, tones(75), 16000)
-    qa = LongAudioQA(str(tiny_af3_model_dir), progress=False)
+    qa = LongAudioQA(str(request.getfixturevalue(END_TO_END[family][0])), progress=False)
     rec = qa.listen(path, max_new_tokens=6)
-    assert rec.settings.rope_method == "vanilla" and "600-s window" in rec.chose
+    window = FAMILIES[family].native_seconds
+    assert rec.settings.rope_method == "vanilla" and f"{window:g}-s window" in rec.chose
     text = qa.ask(rec, "What is heard?", max_new_tokens=6)
     enc = encode_recording(qa.processor, str(path))
     prefix, suffix = chat_prompt_ids(qa.processor, enc.tokens(), "What is heard?")
@@ -216,17 +240,19 @@ def test_ask_af3_equals_generate(tiny_af3_model_dir, tmp_path):
     assert text == qa.processor.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-def test_sweep_af3(tmp_path, tiny_af3_model_dir, synth_dir):
-    """sweep.py on Audio Flamingo 3: every (cutoff, temperature) cell scores the 30-s bucket's test questions."""
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_sweep(family, request, tmp_path, synth_dir):
+    """sweep.py on each other family: every (cutoff, temperature) cell scores the bucket's test questions."""
+    fixture, _, (length, seconds) = END_TO_END[family]
     out = tmp_path / "sweep"
     res = subprocess.run(
-        [sys.executable, str(ROOT / "sweep.py"), "--model", str(tiny_af3_model_dir), "--data", str(synth_dir),
-         "--length", "0.5", "--original-audio-seconds", "20", "--cutoffs", "0,6", "--temperatures", "1.0,1.5",
-         "--output", str(out), "--no-progress"],
+        [sys.executable, str(ROOT / "sweep.py"), "--model", str(request.getfixturevalue(fixture)),
+         "--data", str(synth_dir), "--length", str(length), "--original-audio-seconds", str(seconds),
+         "--cutoffs", "0,6", "--temperatures", "1.0,1.5", "--output", str(out), "--no-progress"],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "sweep.json").read_text())
     test_rows = [json.loads(x) for x in open(Path(synth_dir) / "test.jsonl")]
     assert np.array(result["accuracy"]).shape == (2, 2)
-    assert result["questions"] == sum(r["duration"] == 30.0 for r in test_rows)
+    assert result["questions"] == sum(r["duration"] == length * 60 for r in test_rows)

@@ -2,11 +2,10 @@
 ``VoxtralForConditionalGeneration`` + ``VoxtralProcessor`` with mistral-common's Tekken tokenizer): prompts and
 features equal to its stock processor's, audio tokens equal to its stock audio path (375 per whole 30-s chunk),
 vanilla bit-identical to the stock forward, audio positions under Partial PI by hand on real chunks, cached decoding
-equal to the full forward, train.py / evaluate.py / sweep.py / ask end to end."""
+equal to the full forward (train.py / evaluate.py / sweep.py / ask end to end: test_families.py)."""
 
 import base64
 import io
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -208,83 +207,3 @@ def test_a_system_prompt_is_refused_in_one_line(tiny_voxtral_model_dir, tmp_path
     assert res.stderr.strip().splitlines()[-1] == (
         "ask.py: error: system_prompt: Voxtral's chat has no system turn next to audio"
     )
-
-
-def test_train_and_evaluate_voxtral_end_to_end(tmp_path, tiny_voxtral_model_dir, synth_dir):
-    """VLAT LoRA training on Voxtral writes its adapter (LoRA on the language model only); evaluate.py scores it per
-    bucket on every test question, uncompressed (375 tokens per whole 30-s chunk) and pooled."""
-    from tests.test_train import scalars, train, write_config
-
-    config, run = write_config(
-        tmp_path,
-        tiny_voxtral_model_dir,
-        synth_dir,
-        **{
-            "trainer.max_steps": 3,
-            "trainer.val_check_interval": 3,
-            "trainer.callbacks.1.init_args.every_n_train_steps": 3,
-        },
-    )
-    train(config)
-    loss = scalars(run, "train/loss")
-    assert len(loss) == 3 and all(np.isfinite(list(loss.values())))
-    adapter = run / "checkpoints" / "last-adapter"
-    from safetensors.torch import load_file
-
-    names = list(load_file(adapter / "adapter_model.safetensors"))
-    assert names and all(".language_model." in n for n in names)
-
-    out = tmp_path / "eval"
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), "--no-progress", "--model", str(tiny_voxtral_model_dir),
-         "--adapter", str(run / "checkpoints" / "last.ckpt"), "--data", str(synth_dir),
-         "--methods", "vanilla,partial_pi", "--lengths", "0.5,1.25", "--audio-compression", "none,pool:2",
-         "--output", str(out)],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    test_rows = [json.loads(x) for x in open(Path(synth_dir) / "test.jsonl")]
-    want = {0.5: sum(r["duration"] == 30.0 for r in test_rows), 1.25: sum(r["duration"] == 75.0 for r in test_rows)}
-    results = json.loads((out / "results.json").read_text())["results"]
-    assert {(r["compression"], r["method"], r["length_min"]): r["questions"] for r in results} == {
-        (c, m, x): want[x] for c in ("none", "pool:2") for m in ("vanilla", "partial_pi") for x in (0.5, 1.25)
-    }
-    # 375 per whole 30-s chunk (75 s: three chunks, the last padded); pooled by 2: 188 per chunk
-    tokens = {("none", 0.5): 375, ("none", 1.25): 1125, ("pool:2", 0.5): 188, ("pool:2", 1.25): 564}
-    assert all(r["audio_tokens_mean"] == tokens[r["compression"], r["length_min"]] for r in results)
-
-
-def test_ask_voxtral_equals_generate(tiny_voxtral_model_dir, tmp_path):
-    """ask on Voxtral: the answer is what the stock generate() gives for the same prompt; 75 s is inside its
-    40-minute window (vanilla positions)."""
-    from vlat.data.prompts import chat_prompt_ids, encode_recording
-    from vlat.qa import LongAudioQA
-
-    path = tmp_path / "talk.flac"
-    sf.write(path, tones(75), 16000)
-    qa = LongAudioQA(str(tiny_voxtral_model_dir), progress=False)
-    rec = qa.listen(path, max_new_tokens=6)
-    assert rec.settings.rope_method == "vanilla"
-    text = qa.ask(rec, "What is heard?", max_new_tokens=6)
-    enc = encode_recording(qa.processor, str(path))
-    prefix, suffix = chat_prompt_ids(qa.processor, enc.tokens(), "What is heard?")
-    ids = torch.tensor([prefix + suffix])
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": enc.features}
-    out = qa.model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    assert qa.last_reply_ids == out[0, ids.shape[1] :].tolist()
-    assert text == qa.processor.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-
-
-def test_sweep_voxtral(tmp_path, tiny_voxtral_model_dir, synth_dir):
-    out = tmp_path / "sweep"
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "sweep.py"), "--model", str(tiny_voxtral_model_dir), "--data", str(synth_dir),
-         "--length", "1.25", "--original-audio-seconds", "30", "--cutoffs", "0,6", "--temperatures", "1.0,1.5",
-         "--output", str(out), "--no-progress"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    result = json.loads((out / "sweep.json").read_text())
-    test_rows = [json.loads(x) for x in open(Path(synth_dir) / "test.jsonl")]
-    assert np.array(result["accuracy"]).shape == (2, 2)
-    assert result["questions"] == sum(r["duration"] == 75.0 for r in test_rows)
