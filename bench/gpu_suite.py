@@ -118,59 +118,34 @@ STEPS = [
         needs_model=True,
         headline=["step_s/fast", "mfu/fast"],
     ),
-    Step(
-        "rope_af3",
-        "Audio Flamingo 3 (7B): RoPE overhead, 15,000 audio tokens: partial_yarn, whole_yarn / vanilla",
-        ["bench/rope_overhead.py", "--family", "audioflamingo3", "--rounds", "3"],
-        ["bench/rope_overhead.py", "--tiny", "--family", "audioflamingo3"],
-        60,
-        headline=["rope_overhead_partial_yarn", "rope_overhead_whole_yarn"],
-    ),
-    Step(
-        "eval_af3",
-        "Audio Flamingo 3 (7B): evaluation with the shared prefix at 10 and 30 min",
-        [
-            "bench/eval_throughput.py",
-            "--family",
-            "audioflamingo3",
-            "--minutes",
-            "10,30",
-            "--baseline-minutes",
-            "0",
-            "--rounds",
-            "1",
-        ],
-        ["bench/eval_throughput.py", "--tiny", "--family", "audioflamingo3"],
-        90,
-        headline=["questions_per_s/"],
-    ),
-    Step(
-        "rope_voxtral",
-        "Voxtral-Mini-3B: RoPE overhead, 15,000 audio tokens: partial_yarn, whole_yarn / vanilla",
-        ["bench/rope_overhead.py", "--family", "voxtral", "--rounds", "3"],
-        ["bench/rope_overhead.py", "--tiny", "--family", "voxtral"],
-        60,
-        headline=["rope_overhead_partial_yarn", "rope_overhead_whole_yarn"],
-    ),
-    Step(
-        "eval_voxtral",
-        "Voxtral-Mini-3B: evaluation with the shared prefix at 10 and 30 min",
-        [
-            "bench/eval_throughput.py",
-            "--family",
-            "voxtral",
-            "--minutes",
-            "10,30",
-            "--baseline-minutes",
-            "0",
-            "--rounds",
-            "1",
-        ],
-        ["bench/eval_throughput.py", "--tiny", "--family", "voxtral"],
-        90,
-        headline=["questions_per_s/"],
-    ),
 ]
+
+
+def family_steps(family: str, short: str, label: str) -> list[Step]:
+    """RoPE overhead and shared-prefix evaluation of another model family at its published widths."""
+    return [
+        Step(
+            f"rope_{short}",
+            f"{label}: RoPE overhead, 15,000 audio tokens: partial_yarn, whole_yarn / vanilla",
+            ["bench/rope_overhead.py", "--family", family, "--rounds", "3"],
+            ["bench/rope_overhead.py", "--tiny", "--family", family],
+            60,
+            headline=["rope_overhead_partial_yarn", "rope_overhead_whole_yarn"],
+        ),
+        Step(
+            f"eval_{short}",
+            f"{label}: evaluation with the shared prefix at 10 and 30 min",
+            ["bench/eval_throughput.py", "--family", family, "--minutes", "10,30", "--baseline-minutes", "0"]
+            + ["--rounds", "1"],
+            ["bench/eval_throughput.py", "--tiny", "--family", family],
+            90,
+            headline=["questions_per_s/"],
+        ),
+    ]
+
+
+STEPS += family_steps("audioflamingo3", "af3", "Audio Flamingo 3 (7B)")
+STEPS += family_steps("voxtral", "voxtral", "Voxtral-Mini-3B")
 
 
 def install_wheels() -> str | None:
